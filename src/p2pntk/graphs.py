@@ -1,0 +1,238 @@
+r"""Communication graphs and mixing matrices for peer-to-peer learning.
+
+Agents :math:`q = 1..Q` sit on the nodes of a connected undirected graph
+:math:`G`. A mixing matrix :math:`W \in \mathbb{R}^{Q\times Q}` has
+:math:`W_{ql} > 0` only for :math:`l = q` or :math:`(q, l)` an edge, and is
+doubly stochastic, so that average consensus :math:`x(k+1) = W x(k)` preserves
+the mean and converges to it at rate
+:math:`\rho(W) = \max(|\lambda_2(W)|, |\lambda_Q(W)|)` (Xiao & Boyd, 2004).
+
+Nodes of every graph returned here are the integers ``0..Q-1``.
+"""
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+
+TOPOLOGIES = ("ring", "path", "star", "complete", "grid", "erdos_renyi", "geometric")
+RULES = ("metropolis", "max_degree", "lazy_metropolis")
+
+#: Random topologies are re-drawn with seeds ``seed, seed+1, ...`` until the
+#: graph is connected, at most this many times; then a ``ValueError`` is raised.
+MAX_REDRAWS = 100
+
+
+def _grid_shape(n_agents: int, rows: int | None) -> tuple[int, int]:
+    if rows is None:
+        rows = max(r for r in range(1, math.isqrt(n_agents) + 1) if n_agents % r == 0)
+    if rows < 1 or n_agents % rows:
+        raise ValueError(f"grid: rows={rows} must divide n_agents={n_agents}")
+    return rows, n_agents // rows
+
+
+def topology(name: str, n_agents: int, *, seed: int = 0, **options) -> nx.Graph:
+    r"""Build a connected communication graph on ``n_agents`` nodes.
+
+    Args:
+        name: one of ``"ring"``, ``"path"``, ``"star"`` (node 0 is the hub),
+            ``"complete"``, ``"grid"`` (2-D torus; options ``rows`` — default the
+            most square factorisation — and ``periodic=True``),
+            ``"erdos_renyi"`` (option ``p``, default :math:`2\ln Q / Q` capped at 1),
+            ``"geometric"`` (random geometric graph in the unit square, the
+            wireless-edge case; option ``radius``, default
+            :math:`\sqrt{2 \ln Q / (\pi Q)}`; node positions in attribute ``pos``).
+        n_agents: number of agents :math:`Q \ge 2`.
+        seed: seed of the random topologies. A disconnected draw is never used:
+            it is re-drawn with seed ``seed + 1``, ``seed + 2``, ... (at most
+            :data:`MAX_REDRAWS` times); the seed that was used is stored in
+            ``graph.graph["seed"]``.
+
+    Returns:
+        A connected ``networkx.Graph`` with nodes ``0..n_agents-1`` and
+        ``graph.graph["name"] = name``.
+
+    Example:
+        >>> g = topology("ring", 6)
+        >>> sorted(d for _, d in g.degree())
+        [2, 2, 2, 2, 2, 2]
+        >>> topology("torus", 4)
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown topology name='torus'; allowed: ring, path, star, complete, grid, erdos_renyi, geometric
+    """
+    if name not in TOPOLOGIES:
+        raise ValueError(f"unknown topology name={name!r}; allowed: {', '.join(TOPOLOGIES)}")
+    if not isinstance(n_agents, (int, np.integer)) or n_agents < 2:
+        raise ValueError(f"n_agents must be an integer >= 2, got {n_agents!r}")
+    allowed = {"grid": {"rows", "periodic"}, "erdos_renyi": {"p"}, "geometric": {"radius"}}.get(name, set())
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"topology {name!r} takes options {sorted(allowed)}, got unknown {sorted(unknown)}")
+    n = int(n_agents)
+    used_seed = None
+    if name == "ring":
+        if n < 3:
+            raise ValueError("ring needs n_agents >= 3")
+        g = nx.cycle_graph(n)
+    elif name == "path":
+        g = nx.path_graph(n)
+    elif name == "star":
+        g = nx.star_graph(n - 1)
+    elif name == "complete":
+        g = nx.complete_graph(n)
+    elif name == "grid":
+        rows, cols = _grid_shape(n, options.get("rows"))
+        g = nx.grid_2d_graph(rows, cols, periodic=options.get("periodic", True))
+        g = nx.convert_node_labels_to_integers(g, ordering="sorted", label_attribute="cell")
+        g = nx.Graph(g)  # periodic grids with a side of 2 would otherwise carry duplicate edges
+    else:
+        for attempt in range(MAX_REDRAWS):
+            s = seed + attempt
+            if name == "erdos_renyi":
+                p = options.get("p", min(1.0, 2 * math.log(n) / n))
+                g = nx.gnp_random_graph(n, p, seed=s)
+            else:
+                r = options.get("radius", math.sqrt(2 * math.log(n) / (math.pi * n)))
+                g = nx.random_geometric_graph(n, r, seed=s)
+            if nx.is_connected(g):
+                used_seed = s
+                break
+        else:
+            raise ValueError(
+                f"{name}: no connected graph in {MAX_REDRAWS} draws (seeds {seed}..{seed + MAX_REDRAWS - 1}) "
+                f"with options {options}; increase the edge probability / radius"
+            )
+    g.graph.update(name=name, seed=used_seed)
+    return g
+
+
+def mixing_matrix(graph: nx.Graph, rule: str = "metropolis") -> np.ndarray:
+    r"""Symmetric doubly stochastic mixing matrix of a connected graph.
+
+    With degrees :math:`d_q` and :math:`d_{\max} = \max_q d_q`, for an edge
+    :math:`(q, l)`:
+
+    - ``"metropolis"`` (Metropolis–Hastings): :math:`W_{ql} = 1/(1 + \max(d_q, d_l))`;
+    - ``"max_degree"``: :math:`W_{ql} = 1/(1 + d_{\max})`;
+    - ``"lazy_metropolis"``: :math:`W = (I + W^{\mathrm{MH}})/2`;
+
+    :math:`W_{ql} = 0` for non-neighbours and :math:`W_{qq} = 1 - \sum_{l\ne q} W_{ql}`
+    (Xiao & Boyd, 2004; Boyd et al., 2004).
+
+    Args:
+        graph: connected undirected graph with nodes ``0..Q-1``.
+        rule: ``"metropolis"``, ``"max_degree"`` or ``"lazy_metropolis"``.
+
+    Returns:
+        ``W`` as a (Q, Q) float64 array.
+
+    Example:
+        >>> W = mixing_matrix(topology("path", 3))
+        >>> W.round(4)
+        array([[0.6667, 0.3333, 0.    ],
+               [0.3333, 0.3333, 0.3333],
+               [0.    , 0.3333, 0.6667]])
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown mixing rule={rule!r}; allowed: {', '.join(RULES)}")
+    n = graph.number_of_nodes()
+    if sorted(graph.nodes) != list(range(n)):
+        raise ValueError("graph nodes must be the integers 0..Q-1")
+    if n == 0 or not nx.is_connected(graph):
+        raise ValueError("graph is disconnected: average consensus cannot reach the network average")
+    deg = np.array([graph.degree(q) for q in range(n)], dtype=np.float64)
+    W = np.zeros((n, n))
+    for q, l in graph.edges:
+        if q == l:
+            continue
+        if rule == "max_degree":
+            W[q, l] = W[l, q] = 1.0 / (1.0 + deg.max())
+        else:
+            W[q, l] = W[l, q] = 1.0 / (1.0 + max(deg[q], deg[l]))
+    W[np.diag_indices(n)] = 1.0 - W.sum(axis=1)
+    if rule == "lazy_metropolis":
+        W = 0.5 * (np.eye(n) + W)
+    return W
+
+
+def check_mixing_matrix(W, graph: nx.Graph | None = None, *, atol: float = 1e-10) -> np.ndarray:
+    r"""Validate a mixing matrix and return it as float64.
+
+    Checks: square, finite, non-negative, rows and columns summing to one
+    (doubly stochastic), symmetric, and — if ``graph`` is given — zero outside
+    the graph's edges and the diagonal. Each failure raises ``ValueError``
+    naming the parameter ``W`` and what is required.
+
+    Example:
+        >>> check_mixing_matrix([[0.5, 0.5], [0.2, 0.8]])
+        Traceback (most recent call last):
+        ...
+        ValueError: W must be doubly stochastic (rows and columns sum to 1): column sums are [0.7 1.3]
+    """
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"W must be a square (Q, Q) matrix, got shape {W.shape}")
+    if not np.all(np.isfinite(W)):
+        raise ValueError("W contains NaN or inf")
+    if np.any(W < -atol):
+        raise ValueError("W must be non-negative")
+    rows, cols = W.sum(axis=1), W.sum(axis=0)
+    if not np.allclose(rows, 1, atol=atol):
+        raise ValueError(f"W must be doubly stochastic (rows and columns sum to 1): row sums are {rows.round(6)}")
+    if not np.allclose(cols, 1, atol=atol):
+        raise ValueError(f"W must be doubly stochastic (rows and columns sum to 1): column sums are {cols.round(6)}")
+    if not np.allclose(W, W.T, atol=atol):
+        raise ValueError("W must be symmetric")
+    if graph is not None:
+        if graph.number_of_nodes() != W.shape[0]:
+            raise ValueError(f"W is {W.shape[0]}x{W.shape[0]} but the graph has {graph.number_of_nodes()} nodes")
+        allowed = nx.to_numpy_array(graph, nodelist=range(W.shape[0])) > 0
+        allowed |= np.eye(W.shape[0], dtype=bool)
+        bad = np.argwhere((np.abs(W) > atol) & ~allowed)
+        if len(bad):
+            q, l = bad[0]
+            raise ValueError(f"W has W[{q},{l}] = {W[q, l]:.3g} but ({q},{l}) is not an edge of the graph")
+    return W
+
+
+def consensus_rate(W) -> float:
+    r"""Rate of average consensus, :math:`\rho(W) = \max(|\lambda_2|, |\lambda_Q|)`.
+
+    For a symmetric doubly stochastic ``W`` this is the spectral norm of
+    :math:`W - \tfrac1Q \mathbf 1\mathbf 1^\top`, so
+    :math:`\|x(k) - \bar x\mathbf 1\| \le \rho^k \|x(0) - \bar x\mathbf 1\|`.
+
+    Example:
+        >>> round(consensus_rate(mixing_matrix(topology("complete", 5))), 12)
+        0.0
+    """
+    lam = np.linalg.eigvalsh(np.asarray(W, dtype=np.float64))  # ascending
+    return float(max(abs(lam[0]), abs(lam[-2])))
+
+
+def spectral_gap(W) -> float:
+    r"""Spectral gap :math:`1 - \rho(W)` (see :func:`consensus_rate`)."""
+    return 1.0 - consensus_rate(W)
+
+
+def consensus_errors(W, x0, iterations: int) -> np.ndarray:
+    r"""Consensus error :math:`\|x(k) - \bar x \mathbf 1\|_2` of :math:`x(k+1) = W x(k)`.
+
+    Args:
+        W: (Q, Q) mixing matrix.
+        x0: (Q,) or (Q, d) initial values.
+        iterations: number of iterations ``K``.
+
+    Returns:
+        (K + 1,) array of errors for ``k = 0..K``.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    x = np.asarray(x0, dtype=np.float64)
+    mean = x.mean(axis=0, keepdims=True)
+    errs = np.empty(iterations + 1)
+    for k in range(iterations + 1):
+        errs[k] = np.linalg.norm(x - mean)
+        x = W @ x
+    return errs

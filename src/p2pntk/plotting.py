@@ -1,0 +1,58 @@
+"""The book's one figure style and the function that saves every figure.
+
+Each figure is saved twice into :func:`p2pntk.paths.figures_dir`: PNG (150 dpi,
+for the web) and PDF (for print), without time stamps so that reruns with the
+same parameters give the same files.
+"""
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from .paths import figures_dir
+
+#: Line style telling predictions from measurements in every figure.
+PREDICTED = dict(linestyle="--", linewidth=1.6)
+ACTUAL = dict(linestyle="-", linewidth=1.2, alpha=0.85)
+
+
+def use_style() -> None:
+    """Apply the shared seaborn/matplotlib style (call once per chapter)."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    matplotlib.rcParams.update({
+        "figure.dpi": 100,
+        "savefig.dpi": 150,
+        "savefig.bbox": "tight",
+        "axes.titlesize": "medium",
+        "legend.fontsize": "small",
+        "pdf.fonttype": 42,
+        "svg.hashsalt": "p2pntk",
+    })
+
+
+def save(fig: plt.Figure, name: str) -> list:
+    """Save ``fig`` as ``<figures>/<name>.png`` and ``.pdf``; return the two paths.
+
+    ``name`` is the figure's label in the book (``fig-...``); the pipeline checks
+    that every figure a chapter names was written and is not empty.
+    """
+    out = figures_dir()
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], metadata={"Software": None})
+    fig.savefig(paths[1], metadata={"CreationDate": None, "Creator": None, "Producer": None})
+    return paths
+
+
+def draw_graph(ax, graph, title: str = "") -> None:
+    """Draw a communication graph (stored node positions if any, else a spring layout, seed 0)."""
+    import networkx as nx
+
+    pos = nx.get_node_attributes(graph, "pos") or (
+        nx.circular_layout(graph) if graph.graph.get("name") in ("ring", "complete")
+        else nx.spring_layout(graph, seed=0)
+    )
+    nx.draw_networkx_edges(graph, pos, ax=ax, alpha=0.5, width=0.8)
+    nx.draw_networkx_nodes(graph, pos, ax=ax, node_size=40, node_color="C0")
+    ax.set_title(title)
+    ax.set_axis_off()

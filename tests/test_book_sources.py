@@ -1,0 +1,40 @@
+"""Book sources: MyST notebooks without outputs, one parameters cell, valid profiles."""
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from p2pntk import pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = pipeline.toc_files(ROOT)
+CHAPTERS = [d for d in DOCS if pipeline.is_notebook(ROOT / f"{d}.md")]
+
+
+def test_toc_lists_existing_sources_and_no_notebooks_committed():
+    for d in DOCS:
+        assert (ROOT / f"{d}.md").is_file(), d
+    assert not list((ROOT / "book").rglob("*.ipynb")), "commit MyST sources only, never .ipynb with outputs"
+    assert CHAPTERS
+
+
+@pytest.mark.parametrize("doc", CHAPTERS)
+def test_chapter_has_one_parameters_cell_and_named_figures(doc):
+    nb = jupytext.read(ROOT / f"{doc}.md")
+    assert pipeline.chapter_parameters(nb)
+    names = pipeline.figure_names(nb)
+    assert len(names) == len(set(names)) and all(n.startswith("fig-") for n in names)
+    for name in names:  # every declared figure is saved under its name by the chapter
+        assert f'"{name}"' in "".join(c.source for c in nb.cells)
+
+
+@pytest.mark.parametrize("profile", ["ci", "paper"])
+def test_profiles_name_existing_chapters_and_parameters(profile):
+    overrides = pipeline.load_profile(ROOT, profile)
+    by_name = {Path(d).name: d for d in CHAPTERS}
+    for chapter, params in overrides.items():
+        assert chapter in by_name, chapter
+        defaults = pipeline.chapter_parameters(jupytext.read(ROOT / f"{by_name[chapter]}.md"))
+        assert set(params) <= set(defaults), (chapter, set(params) - set(defaults))
+        for k, v in params.items():
+            assert type(v) is type(defaults[k]), (chapter, k)

@@ -1,0 +1,21 @@
+"""The pins live in pyproject.toml; environment.yml must install exactly the same."""
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_matches_pyproject_pins():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = set(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        pins |= set(extra)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.]+", p) for p in pins), "every pin must be exact (==)"
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert {p for p in pip if not p.startswith("-e")} == pins
+    py = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    assert py == "python=3.11"
