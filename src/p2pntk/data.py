@@ -1,0 +1,115 @@
+r"""Classification data as regression on centred one-hot targets, split across agents.
+
+Nothing is downloaded: scikit-learn's handwritten digits (8×8 images, 10
+classes) ship with scikit-learn.
+
+Conventions (stated once, used by every chapter):
+
+- inputs: each image flattened, pixel values centred by the training mean and
+  each row scaled to unit Euclidean norm, :math:`\|x_i\|_2 = 1`, so that
+  :math:`x^\top x'/d` is the correlation the NTK of the first layer sees up to the
+  factor :math:`d`;
+- targets: one-hot minus :math:`1/C`, :math:`y_{ic} = \mathbb 1[c = \ell_i] - 1/C`
+  (zero mean per example), predicted class :math:`\arg\max_c f_c(x)`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+PARTITIONS = ("iid", "dirichlet", "by_class")
+
+
+def _normalise(x_train, x_test):
+    mean = x_train.mean(axis=0, keepdims=True)
+    out = []
+    for x in (x_train, x_test):
+        x = x - mean
+        out.append(x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12))
+    return out
+
+
+def one_hot_targets(labels, n_classes: int) -> np.ndarray:
+    r"""Centred one-hot targets :math:`y_{ic} = \mathbb 1[c=\ell_i] - 1/C`, shape (N, C)."""
+    return np.eye(n_classes)[labels] - 1.0 / n_classes
+
+
+def digits(n_train: int = 256, n_test: int = 256, *, seed: int = 0):
+    """scikit-learn's handwritten digits, a random class-stratified subset.
+
+    Returns:
+        dict with ``x_train`` (n_train, 64), ``y_train`` (n_train, 10), ``labels_train``,
+        and the same for ``test``; float64; deterministic for a given ``seed``.
+
+    Example:
+        >>> d = digits(50, 20)
+        >>> d["x_train"].shape, d["y_train"].shape, round(float(d["y_train"].sum()), 8)
+        ((50, 64), (50, 10), 0.0)
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, labels = load_digits(return_X_y=True)
+    if n_train + n_test > len(x):
+        raise ValueError(f"n_train + n_test must be at most {len(x)} for digits, got {n_train + n_test}")
+    xtr, xte, ltr, lte = train_test_split(x.astype(np.float64), labels, train_size=n_train, test_size=n_test,
+                                          random_state=seed, stratify=labels)
+    xtr, xte = _normalise(xtr, xte)
+    return dict(x_train=xtr, y_train=one_hot_targets(ltr, 10), labels_train=ltr,
+                x_test=xte, y_test=one_hot_targets(lte, 10), labels_test=lte)
+
+
+def partition(labels, n_agents: int, scheme: str = "iid", *, alpha: float = 0.5, classes_per_agent: int = 2,
+              seed: int = 0) -> np.ndarray:
+    r"""Assign training points to agents; returns ``owner`` (N,) with values 0..Q-1.
+
+    Args:
+        labels: (N,) class labels.
+        n_agents: :math:`Q`.
+        scheme: ``"iid"`` (random split into near-equal parts), ``"dirichlet"``
+            (label skew: class proportions of each agent drawn from
+            Dirichlet(:math:`\alpha`)), ``"by_class"`` (each agent holds
+            ``classes_per_agent`` classes).
+        seed: seed of the split.
+
+    Every agent receives at least one point (else ``ValueError``).
+
+    Example:
+        >>> np.bincount(partition(np.arange(10) % 2, 3))
+        array([4, 3, 3])
+    """
+    labels = np.asarray(labels)
+    N = len(labels)
+    if scheme not in PARTITIONS:
+        raise ValueError(f"unknown partition scheme={scheme!r}; allowed: {', '.join(PARTITIONS)}")
+    if n_agents > N:
+        raise ValueError(f"n_agents={n_agents} exceeds the number of training points N={N}")
+    rng = np.random.default_rng(seed)
+    owner = np.empty(N, dtype=int)
+    if scheme == "iid":
+        perm = rng.permutation(N)
+        for q, part in enumerate(np.array_split(perm, n_agents)):
+            owner[part] = q
+    elif scheme == "dirichlet":
+        classes = np.unique(labels)
+        props = rng.dirichlet(alpha * np.ones(n_agents), size=len(classes))  # (classes, Q)
+        for c, p in zip(classes, props):
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            cuts = (np.cumsum(p)[:-1] * len(idx)).astype(int)
+            for q, part in enumerate(np.split(idx, cuts)):
+                owner[part] = q
+    else:
+        classes = np.unique(labels)
+        held = [[classes[(q * classes_per_agent + j) % len(classes)] for j in range(classes_per_agent)]
+                for q in range(n_agents)]
+        for c in classes:
+            holders = [q for q in range(n_agents) if c in held[q]]
+            if not holders:
+                raise ValueError(f"class {c} held by no agent: increase n_agents or classes_per_agent")
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            for q, part in zip(holders, np.array_split(idx, len(holders))):
+                owner[part] = q
+    counts = np.bincount(owner, minlength=n_agents)
+    if (counts == 0).any():
+        raise ValueError(f"partition {scheme!r} left agents {np.flatnonzero(counts == 0).tolist()} without data; "
+                         "use fewer agents, more points or a larger alpha")
+    return owner

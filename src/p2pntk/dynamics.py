@@ -1,0 +1,294 @@
+r"""Closed-form dynamics of linearised peer-to-peer training, in Q·N·C coefficients.
+
+With the linearised network :math:`f_{\rm lin}(x;\theta) = f_0(x) + J(x)(\theta-\theta_0)`,
+the MSE losses and the common initialisation :math:`\theta_q(0)=\theta_0`, every
+agent's displacement stays in the row space of the training Jacobian
+:math:`J\in\mathbb R^{NC\times P}`:
+
+.. math:: \theta_q(k) = \theta_0 + J^\top a_q(k), \qquad a_q(k)\in\mathbb R^{N\times C},
+
+and the outputs on any input are :math:`f_q(x) = f_0(x) + K(x, X)\,a_q`. With
+:math:`D_q = \mathrm{diag}(\mathbb 1[i\in q]/N_q)` and residual
+:math:`r_q = f_0 + K a_q - y`, the four algorithms become
+
+- DGD: :math:`a_q^+ = \sum_l W_{ql} a_l - \eta D_q r_q`;
+- ATC: :math:`a_q^+ = \sum_l W_{ql} (a_l - \eta D_l r_l)`;
+- CTA: :math:`b_q = \sum_l W_{ql} a_l`, :math:`a_q^+ = b_q - \eta D_q (f_0 + K b_q - y)`;
+- centralised: :math:`a^+ = a - \eta \tfrac1Q\sum_q D_q r`.
+
+These recursions are exact for the linearised model at any step size
+(:func:`linearized_outputs`). Their gradient flows (``t`` counts iterations),
+e.g. for DGD :math:`\dot a = -((I-W)\otimes I) a - \eta D(\tilde K a + c)`, are
+solved in closed form by :func:`linearized_flow_outputs`.
+
+Kernel layouts: ``K`` of shape ``(N, N)`` is shared by the C outputs
+(:math:`K\otimes I_C`, the outputs decouple); ``(N, C, N, C)`` is output-resolved.
+All computations are float64 NumPy/SciPy, independent of JAX's precision setting.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from .graphs import check_mixing_matrix
+from .training import SimulationResult, check_algorithm, check_owner, check_steps
+
+
+@dataclass
+class DynamicsResult(SimulationResult):
+    """Predicted outputs, plus the coefficients ``coef`` (S, Q, N, C) with
+    :math:`\\theta_q = \\theta_0 + J^\\top a_q` (see :func:`parameters`)."""
+    coef: np.ndarray | None = None
+
+
+class _System:
+    """The coefficient-space system: state (Q, n, m) with n = N, m = C (shared
+    kernel) or n = N·C, m = 1 (output-resolved kernel)."""
+
+    def __init__(self, algorithm, W, K, owner, f0, y, K_test=None, f0_test=None):
+        self.algorithm = check_algorithm(algorithm)
+        self.W = check_mixing_matrix(W)
+        Q = self.W.shape[0]
+        f0 = np.asarray(f0, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if f0.ndim != 2 or y.shape != f0.shape:
+            raise ValueError(f"f0 and y must both have shape (N, C), got {f0.shape} and {y.shape}")
+        N, C = f0.shape
+        K = np.asarray(K, dtype=np.float64)
+        self.resolved = K.ndim == 4
+        if K.shape not in ((N, N), (N, C, N, C)):
+            raise ValueError(f"K must have shape (N, N) = {(N, N)} (shared) or (N, C, N, C) = {(N, C, N, C)} "
+                             f"(output-resolved), got {K.shape}")
+        for name, arr in (("K", K), ("f0", f0), ("y", y)):
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} contains NaN or inf")
+        self.owner = check_owner(owner, N, Q)
+        self.Q, self.N, self.C = Q, N, C
+        counts = np.bincount(self.owner, minlength=Q)
+        d = (self.owner[None, :] == np.arange(Q)[:, None]) / counts[:, None]  # (Q, N): D_q
+        if self.resolved:
+            self.Kmat = K.reshape(N * C, N * C)
+            self.d = np.repeat(d, C, axis=1)[:, :, None]       # (Q, NC, 1)
+            self.resid0 = (f0 - y).reshape(N * C, 1)
+            self.f0 = f0.reshape(N * C, 1)
+        else:
+            self.Kmat = K
+            self.d = d[:, :, None]                              # (Q, N, 1)
+            self.resid0 = f0 - y
+            self.f0 = f0
+        self.test = None
+        if K_test is not None:
+            K_test = np.asarray(K_test, dtype=np.float64)
+            f0_test = np.asarray(f0_test, dtype=np.float64)
+            Nt = f0_test.shape[0]
+            want = (Nt, C, N, C) if self.resolved else (Nt, N)
+            if K_test.shape != want or f0_test.shape != (Nt, C):
+                raise ValueError(f"K_test must have shape {want} to match K, and f0_test (N_test, C); "
+                                 f"got {K_test.shape} and {f0_test.shape}")
+            self.test = (K_test.reshape(Nt * C, N * C) if self.resolved else K_test,
+                         f0_test.reshape(Nt * C, 1) if self.resolved else f0_test)
+
+    # --- outputs of a state -------------------------------------------------
+    def _outputs(self, A, Kx, f0x):
+        out = f0x[None] + np.einsum("ij,qjm->qim", Kx, A)
+        return out.reshape(A.shape[0], -1, self.C)
+
+    def record(self, A):
+        train = self._outputs(A, self.Kmat, self.f0)
+        test = self._outputs(A, *self.test) if self.test is not None else None
+        return train, test, A.reshape(self.Q, self.N, self.C)
+
+    # --- one step of the exact recursion ------------------------------------
+    def grad(self, A):
+        """Coefficient gradients :math:`D_q r_q` of all agents, (Q, n, m)."""
+        return self.d * (np.einsum("ij,qjm->qim", self.Kmat, A) + self.resid0[None])
+
+    def mix(self, A):
+        return np.einsum("ql,lim->qim", self.W, A)
+
+    def step(self, A, lr):
+        alg = self.algorithm
+        if alg == "dgd":
+            return self.mix(A) - lr * self.grad(A)
+        if alg == "atc":
+            return self.mix(A - lr * self.grad(A))
+        if alg == "cta":
+            B = self.mix(A)
+            return B - lr * self.grad(B)
+        return A - lr * self.grad(A).mean(axis=0, keepdims=True)
+
+
+def _run(system, steps, lr):
+    steps = check_steps(steps)
+    if not np.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive finite step size, got {lr}")
+    from .stability import warn_if_unstable
+
+    warn_if_unstable(system, lr)
+    A = np.zeros((system.Q,) + system.resid0.shape)
+    done, out = 0, []
+    for s in steps:
+        for _ in range(int(s) - done):
+            A = system.step(A, lr)
+        done = int(s)
+        out.append(system.record(A))
+    return out
+
+
+def _result(steps, recs):
+    train, test, coef = zip(*recs)
+    return DynamicsResult(np.asarray(steps), np.stack(train), None if test[0] is None else np.stack(test),
+                          None, np.stack(coef))
+
+
+def linearized_outputs(algorithm, W, K, owner, f0, y, lr, steps, *, K_test=None, f0_test=None) -> DynamicsResult:
+    r"""Exact outputs of linearised peer-to-peer training at iterations ``steps``.
+
+    Iterates the coefficient recursion of the module docstring from
+    :math:`a_q(0)=0`; exact for the linearised model at any step size.
+    Cost :math:`O(k_{\max}\, Q\, (NC)^2)` (resolved) or :math:`O(k_{\max} Q N^2 C)` (shared).
+
+    Args:
+        algorithm: ``"dgd"``, ``"atc"``, ``"cta"`` or ``"centralized"``.
+        W: (Q, Q) symmetric doubly stochastic mixing matrix.
+        K: NTK Gram matrix of the training points, (N, N) or (N, C, N, C).
+        owner: (N,) agent of each training point.
+        f0, y: (N, C) initial outputs and targets.
+        lr: step size :math:`\eta`.
+        steps: sorted iteration counts.
+        K_test, f0_test: optional (N_test, N) or (N_test, C, N, C) and (N_test, C).
+
+    Returns:
+        :class:`DynamicsResult`: ``train`` (S, Q, N, C), ``test`` (S, Q, N_test, C),
+        ``coef`` (S, Q, N, C).
+
+    Example:
+        >>> W = np.array([[0.5, 0.5], [0.5, 0.5]])
+        >>> r = linearized_outputs("dgd", W, np.eye(2), [0, 1], np.zeros((2, 1)), np.ones((2, 1)), 0.5, [0, 1])
+        >>> r.train[1, 0, :, 0]
+        array([0.5, 0. ])
+    """
+    system = _System(algorithm, W, K, owner, f0, y, K_test, f0_test)
+    return _result(steps, _run(system, steps, lr))
+
+
+def _flow_generator(system, lr):
+    """Return (H, b) with da/dt = -H a - b, a the (Q·n, m) stacked coefficients."""
+    Q, n = system.Q, system.Kmat.shape[0]
+    I_n = np.eye(n)
+    Kt = np.kron(np.eye(Q), system.Kmat)
+    D = np.diag(system.d[:, :, 0].reshape(-1))
+    c = np.tile(system.resid0, (Q, 1))
+    L = np.kron(np.eye(Q) - system.W, I_n)
+    Wt = np.kron(system.W, I_n)
+    if system.algorithm == "dgd":
+        return L + lr * D @ Kt, lr * D @ c
+    if system.algorithm == "atc":
+        return L + lr * Wt @ D @ Kt, lr * Wt @ D @ c
+    if system.algorithm == "cta":
+        return L + lr * D @ Kt @ Wt, lr * D @ c
+    raise AssertionError
+
+
+def _phi(lam, t):
+    r""":math:`\varphi_t(\lambda) = (1 - e^{-\lambda t})/\lambda`, :math:`= t` at :math:`\lambda = 0`."""
+    lam = np.asarray(lam)
+    small = np.abs(lam * t) < 1e-8
+    safe = np.where(small, 1.0, lam)
+    return np.where(small, t - lam * t * t / 2, -np.expm1(-lam * t) / safe)
+
+
+def linearized_flow_outputs(algorithm, W, K, owner, f0, y, lr, times, *, K_test=None, f0_test=None) -> DynamicsResult:
+    r"""Outputs of the gradient flow of linearised peer-to-peer training at ``times``.
+
+    The flow (``t`` counts iterations, forward Euler with unit step gives the
+    discrete algorithm), with :math:`\tilde K = I_Q\otimes K`,
+    :math:`\mathcal L = (I - W)\otimes I` and :math:`c = \mathbf 1\otimes(f_0 - y)`:
+
+    - DGD: :math:`\dot a = -\mathcal L a - \eta D(\tilde K a + c)`;
+    - ATC: :math:`\dot a = -\mathcal L a - \eta (W\otimes I) D(\tilde K a + c)`;
+    - CTA: :math:`\dot a = -\mathcal L a - \eta D(\tilde K (W\otimes I) a + c)`;
+    - centralised: :math:`\dot a = -\eta \bar D(K a + f_0 - y)`, :math:`\bar D = \frac1Q\sum_q D_q`.
+
+    Solution from :math:`a(0) = 0`: :math:`a(t) = -\int_0^t \Phi(t, s)\, b\, ds`,
+    :math:`\Phi(t,s) = e^{-H (t-s)}`. DGD and centralised are symmetrisable:
+    with :math:`u = \tilde K^{1/2} a`, :math:`H_s = \mathcal L + \eta\tilde K^{1/2} D
+    \tilde K^{1/2} = V\Lambda V^\top` and
+    :math:`u(t) = -\eta V \varphi_t(\Lambda) V^\top \tilde K^{1/2} D c`,
+    :math:`\varphi_t(\lambda) = (1-e^{-\lambda t})/\lambda` — one symmetric
+    eigendecomposition serves every ``t``; then :math:`a = \tilde K^{+1/2} u`
+    (pseudo-inverse: null directions of :math:`K` do not change any output). ATC
+    and CTA flows are not symmetric in general; they are solved exactly by the
+    matrix exponential of the augmented generator
+    :math:`\begin{psmallmatrix}-H & -b\\ 0 & 0\end{psmallmatrix}` (Van Loan, 1978)
+    at each time, cost :math:`O((QNC)^3)` per time.
+
+    Arguments and result as :func:`linearized_outputs`, with ``times`` (sorted,
+    non-negative, real) in place of ``steps``.
+    """
+    system = _System(algorithm, W, K, owner, f0, y, K_test, f0_test)
+    times = np.asarray(times, dtype=np.float64)
+    if times.ndim != 1 or len(times) == 0 or times[0] < 0 or np.any(np.diff(times) < 0):
+        raise ValueError("times must be a non-empty sorted 1-D sequence of non-negative numbers")
+    if not np.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive finite step size, got {lr}")
+    Q, (n, m) = system.Q, system.resid0.shape
+    recs = []
+    if system.algorithm in ("dgd", "centralized"):
+        s, U = np.linalg.eigh(system.Kmat)
+        s = np.clip(s, 0.0, None)
+        keep = s > s.max() * n * np.finfo(float).eps
+        Kh = (U * np.sqrt(s)) @ U.T
+        Kih = (U[:, keep] / np.sqrt(s[keep])) @ U[:, keep].T
+        if system.algorithm == "dgd":
+            D = system.d[:, :, 0]                                           # (Q, n)
+            Hs = np.kron(np.eye(Q) - system.W, np.eye(n))
+            for q in range(Q):
+                Hs[q * n:(q + 1) * n, q * n:(q + 1) * n] += lr * (Kh * D[q]) @ Kh
+            g = lr * np.concatenate([Kh @ (D[q][:, None] * system.resid0) for q in range(Q)])
+        else:
+            Dbar = system.d[:, :, 0].mean(axis=0)
+            Hs = lr * (Kh * Dbar) @ Kh
+            g = lr * Kh @ (Dbar[:, None] * system.resid0)
+        lam, V = np.linalg.eigh(Hs)
+        Vg = V.T @ g
+        for t in times:
+            u = -(V @ (_phi(lam, t)[:, None] * Vg)).reshape(-1, n, m)
+            A = np.einsum("ij,qjm->qim", Kih, u)
+            if system.algorithm == "centralized":
+                A = np.broadcast_to(A, (Q, n, m))
+            recs.append(system.record(A))
+    else:
+        H, b = _flow_generator(system, lr)
+        big = np.zeros((Q * n + m, Q * n + m))
+        big[:Q * n, :Q * n] = -H
+        big[:Q * n, Q * n:] = -b
+        for t in times:
+            A = scipy.linalg.expm(t * big)[:Q * n, Q * n:].reshape(Q, n, m)
+            recs.append(system.record(A))
+    return _result(times, recs)
+
+
+def parameters(apply_fn, params0, x, coef):
+    r"""Recover agent parameters :math:`\theta_q = \theta_0 + J^\top a_q` by one vector–Jacobian product.
+
+    Args:
+        apply_fn, params0: the network and its initial parameters :math:`\theta_0`.
+        x: (N, ...) training inputs (the rows of :math:`J`).
+        coef: (N, C) coefficients :math:`a_q` of one agent (``result.coef[s, q]``),
+            or (Q, N, C) for all agents (returns a pytree with a leading agent axis).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    _, vjp = jax.vjp(lambda p: apply_fn(p, x), params0)
+    coef = jnp.asarray(coef)
+
+    def one(a):
+        (delta,) = vjp(a.astype(jax.tree.leaves(params0)[0].dtype))
+        return jax.tree.map(jnp.add, params0, delta)
+
+    return one(coef) if coef.ndim == 2 else jax.vmap(one)(coef)

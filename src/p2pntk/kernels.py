@@ -1,0 +1,109 @@
+r"""Wide networks, their linearisation and neural tangent kernels.
+
+The only module of the package that imports ``neural_tangents`` (pinned with
+jax 0.5.3, see ``pyproject.toml``); everything else runs with any recent jax.
+
+A network :math:`f(x;\theta)\in\mathbb R^C` in NTK parameterisation
+(Jacot et al., 2018) has the empirical NTK
+
+.. math:: K(x, x')_{cc'} = \sum_p \frac{\partial f_c(x;\theta_0)}{\partial\theta_p}
+          \frac{\partial f_{c'}(x';\theta_0)}{\partial\theta_p},
+          \qquad K = J(x) J(x')^\top ,
+
+and its linearisation :math:`f_{\rm lin}(x;\theta) = f(x;\theta_0) + J(x)(\theta-\theta_0)`
+(Lee et al., 2019). As the width grows, :math:`K` converges to a deterministic
+kernel :math:`\Theta(x,x')\otimes I_C`, computed analytically by ``kernel_fn``.
+
+Kernel layouts used throughout the package:
+
+- *output-resolved*: shape ``(N1, C, N2, C)``, ``K[i, c, j, c']``;
+- *shared* (output-traced): shape ``(N1, N2)``, the mean over ``c`` of
+  ``K[i, c, j, c]``, standing for :math:`K \otimes I_C`.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import neural_tangents as nt
+from neural_tangents import stax
+
+#: Empirical-NTK implementation that works with the pinned versions
+#: (AUTO and STRUCTURED_DERIVATIVES crash with jax 0.5.3).
+NTK_IMPLEMENTATION = nt.NtkImplementation.JACOBIAN_CONTRACTION
+
+ACTIVATIONS = {"relu": stax.Relu, "erf": stax.Erf}
+
+
+def mlp(width: int, depth: int = 1, n_out: int = 1, *, activation: str = "relu",
+        W_std: float = 2.0 ** 0.5, b_std: float = 0.1):
+    r"""Fully connected network in NTK parameterisation, ``depth`` hidden layers of ``width``.
+
+    :math:`h^{(1)} = \frac{\sigma_w}{\sqrt{d}} W^{(1)} x + \sigma_b b^{(1)}`,
+    :math:`h^{(\ell+1)} = \frac{\sigma_w}{\sqrt{n}} W^{(\ell+1)} \phi(h^{(\ell)}) + \sigma_b b^{(\ell+1)}`,
+    all entries of :math:`W, b` standard normal at initialisation.
+
+    Args:
+        width: hidden width :math:`n`.
+        depth: number of hidden layers.
+        n_out: number of outputs :math:`C`.
+        activation: ``"relu"`` or ``"erf"``.
+        W_std, b_std: :math:`\sigma_w, \sigma_b`.
+
+    Returns:
+        ``(init_fn, apply_fn, kernel_fn)`` of ``neural_tangents.stax``.
+
+    Example:
+        >>> init_fn, apply_fn, kernel_fn = mlp(16, depth=2, n_out=3)
+        >>> _, params = init_fn(jax.random.PRNGKey(0), (-1, 4))
+        >>> apply_fn(params, jnp.ones((5, 4))).shape
+        (5, 3)
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation={activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+    layers = []
+    for _ in range(depth):
+        layers += [stax.Dense(width, W_std=W_std, b_std=b_std, parameterization="ntk"), ACTIVATIONS[activation]()]
+    layers += [stax.Dense(n_out, W_std=W_std, b_std=b_std, parameterization="ntk")]
+    return stax.serial(*layers)
+
+
+def empirical_ntk(apply_fn, params, x1, x2=None, *, resolved: bool = True):
+    r"""Empirical NTK :math:`J(x_1) J(x_2)^\top` at ``params``.
+
+    Args:
+        apply_fn: ``apply_fn(params, x)`` returning ``(N, C)``.
+        params: parameters :math:`\theta_0`.
+        x1, x2: inputs ``(N1, d)`` and ``(N2, d)`` (``x2=None`` means ``x1``).
+        resolved: ``True`` for the output-resolved kernel ``(N1, C, N2, C)``;
+            ``False`` for the shared kernel ``(N1, N2)`` (mean of the diagonal
+            output blocks).
+
+    Example:
+        >>> init_fn, apply_fn, _ = mlp(32, n_out=2)
+        >>> _, p = init_fn(jax.random.PRNGKey(0), (-1, 3))
+        >>> empirical_ntk(apply_fn, p, jnp.ones((4, 3))).shape
+        (4, 2, 4, 2)
+    """
+    fn = nt.empirical_ntk_fn(apply_fn, trace_axes=() if resolved else (-1,), implementation=NTK_IMPLEMENTATION)
+    K = fn(x1, x2, params)
+    return jnp.transpose(K, (0, 2, 1, 3)) if resolved else K
+
+
+def analytic_ntk(kernel_fn, x1, x2=None):
+    r"""Infinite-width NTK :math:`\Theta(x_1, x_2)`, shape ``(N1, N2)`` (shared by the outputs)."""
+    return kernel_fn(x1, x2, "ntk")
+
+
+def linearize(apply_fn, params0):
+    r"""The affine model :math:`f_{\rm lin}(x;\theta) = f(x;\theta_0) + J(x)(\theta-\theta_0)`."""
+    return nt.linearize(apply_fn, params0)
+
+
+def gradient_descent_mse(K_train, y_train, lr: float):
+    r"""``neural_tangents.predict.gradient_descent_mse`` (centralised flow, loss :math:`\tfrac1{2NC}\|f-y\|^2`).
+
+    Used as the independent reference for ``Q = 1``: its flow
+    :math:`\dot f = -\tfrac{\mathrm{lr}}{NC} K (f - y)` equals ours,
+    :math:`\dot f = -\tfrac{\eta}{N} K (f - y)`, for :math:`\mathrm{lr} = \eta C`.
+    """
+    return nt.predict.gradient_descent_mse(K_train, y_train, learning_rate=lr)

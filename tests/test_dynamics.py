@@ -1,0 +1,151 @@
+"""Closed-form linearised dynamics versus brute-force training of the linearised network."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from p2pntk import dynamics, graphs, kernels, stability, training
+
+# Tolerance: the recursion and the brute force differ only in summation order;
+# after a few dozen iterations of a well-conditioned contraction, float64
+# round-off stays below 1e-12 relative. The contract is 1e-8.
+RTOL = 1e-8
+
+
+def rel(a, b):
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
+
+
+def setup(n_out=3, width=64, owner=(0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3), seed=0, activation="relu"):
+    owner = np.array(owner)
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(seed), 4)
+    x = jax.random.normal(k1, (len(owner), 5))
+    x_test = jax.random.normal(k2, (7, 5))
+    y = jax.random.normal(k3, (len(owner), n_out))
+    init_fn, apply_fn, kernel_fn = kernels.mlp(width, depth=2, n_out=n_out, activation=activation)
+    _, params0 = init_fn(k4, x.shape)
+    return dict(owner=owner, x=x, x_test=x_test, y=y, apply_fn=apply_fn, params0=params0, kernel_fn=kernel_fn)
+
+
+@pytest.fixture(scope="module")
+def prob():
+    return setup()
+
+
+TOPOLOGIES = ["ring", "star", "erdos_renyi"]
+
+
+@pytest.mark.parametrize("algorithm", training.ALGORITHMS)
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_closed_form_equals_brute_force_linearised(prob, algorithm, topology):
+    p = prob
+    Q = p["owner"].max() + 1
+    W = graphs.mixing_matrix(graphs.topology(topology, Q, seed=1))
+    K = kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x"])
+    Kt = kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x_test"], p["x"])
+    f0, f0t = p["apply_fn"](p["params0"], p["x"]), p["apply_fn"](p["params0"], p["x_test"])
+    lr = 0.5 * stability.step_size_bound(algorithm, W, K, p["owner"])
+    steps = [0, 1, 7, 40]
+    f_lin = kernels.linearize(p["apply_fn"], p["params0"])
+    brute = training.simulate(algorithm, f_lin, p["params0"], W, p["x"], p["y"], p["owner"], lr, steps,
+                              x_test=p["x_test"], record_params=True)
+    pred = dynamics.linearized_outputs(algorithm, W, K, p["owner"], f0, p["y"], lr, steps, K_test=Kt, f0_test=f0t)
+    assert pred.train.shape == brute.train.shape == (4, Q, 14, 3)
+    assert pred.test.shape == brute.test.shape == (4, Q, 7, 3)
+    assert rel(pred.train - f0, brute.train - f0) <= RTOL
+    assert rel(pred.test - f0t, brute.test - f0t) <= RTOL
+    theta = dynamics.parameters(p["apply_fn"], p["params0"], p["x"], pred.coef[-1])
+    flat = lambda t: np.concatenate([np.ravel(v) for v in jax.tree.leaves(t)])
+    d_pred = flat(theta) - flat(jax.tree.map(lambda a: jnp.broadcast_to(a, (Q,) + a.shape), p["params0"]))
+    d_true = flat(brute.params[-1]) - flat(jax.tree.map(lambda a: jnp.broadcast_to(a, (Q,) + a.shape), p["params0"]))
+    assert rel(d_pred, d_true) <= RTOL
+
+
+@pytest.mark.parametrize("algorithm", training.ALGORITHMS)
+def test_shared_kernel_is_exact_for_one_output(algorithm):
+    p = setup(n_out=1, owner=(0, 1, 1, 2, 2, 2, 2, 3, 3))
+    W = graphs.mixing_matrix(graphs.topology("path", 4))
+    K = kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x"], resolved=False)
+    Kt = kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x_test"], p["x"], resolved=False)
+    f0, f0t = p["apply_fn"](p["params0"], p["x"]), p["apply_fn"](p["params0"], p["x_test"])
+    lr = 0.5 * stability.step_size_bound(algorithm, W, K, p["owner"])
+    f_lin = kernels.linearize(p["apply_fn"], p["params0"])
+    brute = training.simulate(algorithm, f_lin, p["params0"], W, p["x"], p["y"], p["owner"], lr, [3, 30],
+                              x_test=p["x_test"])
+    pred = dynamics.linearized_outputs(algorithm, W, K, p["owner"], f0, p["y"], lr, [3, 30], K_test=Kt, f0_test=f0t)
+    assert rel(pred.train - f0, brute.train - f0) <= RTOL
+    assert rel(pred.test - f0t, brute.test - f0t) <= RTOL
+
+
+def test_flow_with_one_agent_equals_neural_tangents():
+    p = setup(owner=(0,) * 10)
+    K = kernels.analytic_ntk(p["kernel_fn"], p["x"])
+    Kt = kernels.analytic_ntk(p["kernel_fn"], p["x_test"], p["x"])
+    f0, f0t = p["apply_fn"](p["params0"], p["x"]), p["apply_fn"](p["params0"], p["x_test"])
+    lr, C, times = 0.7, 3, np.array([0.0, 0.5, 3.0, 40.0, 1e4])
+    ours = dynamics.linearized_flow_outputs("dgd", np.eye(1), K, p["owner"], f0, p["y"], lr, times, K_test=Kt, f0_test=f0t)
+    # neural-tangents: loss 1/(2NC)||f - y||^2, so its learning rate is lr * C for the same flow
+    predict = kernels.gradient_descent_mse(K, p["y"], lr * C)
+    for i, t in enumerate(times):
+        ft, fte = predict(t, f0, f0t, Kt)
+        if t == 0:
+            np.testing.assert_array_equal(ours.train[i, 0], f0)
+            continue
+        assert rel(ours.train[i, 0] - f0, ft - f0) <= RTOL
+        assert rel(ours.test[i, 0] - f0t, fte - f0t) <= RTOL
+
+
+@pytest.mark.parametrize("algorithm", training.ALGORITHMS)
+def test_lazy_discretisation_converges_to_dgd_flow(prob, algorithm):
+    """With W_h = (1-h) I + h W and step h*lr, the iterates at k = t/h converge to the
+    DGD flow at t with error O(h), for DGD, ATC and CTA alike (the W on the gradient
+    of ATC/CTA tends to I); centralised GD converges to its own flow."""
+    p = prob
+    Q = 4
+    W = graphs.mixing_matrix(graphs.topology("ring", Q))
+    K = kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x"])
+    f0 = p["apply_fn"](p["params0"], p["x"])
+    lr = 0.3 * stability.dgd_step_size_bound(W, K, p["owner"])
+    t = 6.0
+    target = "centralized" if algorithm == "centralized" else "dgd"
+    flow = dynamics.linearized_flow_outputs(target, W, K, p["owner"], f0, p["y"], lr, [t]).train[0]
+    hs = (0.2, 0.1, 0.05)
+    errs = []
+    for h in hs:
+        Wh = (1 - h) * np.eye(Q) + h * W
+        disc = dynamics.linearized_outputs(algorithm, Wh, K, p["owner"], f0, p["y"], h * lr, [int(round(t / h))])
+        errs.append(rel(disc.train[0] - f0, flow - f0))
+    order = np.polyfit(np.log(hs), np.log(errs), 1)[0]
+    assert 0.8 < order < 1.2, (errs, order)
+
+
+@pytest.mark.parametrize("algorithm", ["dgd", "atc", "cta"])
+def test_flow_generator_euler_step_is_the_algorithm(prob, algorithm):
+    """Forward Euler with unit step of each flow is exactly the discrete algorithm."""
+    p = prob
+    W = graphs.mixing_matrix(graphs.topology("ring", 4))
+    K = kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x"])
+    f0 = p["apply_fn"](p["params0"], p["x"])
+    sys = dynamics._System(algorithm, W, K, p["owner"], f0, p["y"])
+    H, b = dynamics._flow_generator(sys, 0.3)
+    a = np.random.default_rng(0).standard_normal((4,) + sys.resid0.shape)
+    euler = a.reshape(-1, 1) - (H @ a.reshape(-1, 1) + b)
+    np.testing.assert_allclose(euler.reshape(a.shape), sys.step(a, 0.3), rtol=1e-12, atol=1e-12)
+
+
+def test_flow_dgd_eigen_path_equals_matrix_exponential(prob):
+    p = prob
+    W = graphs.mixing_matrix(graphs.topology("star", 4))
+    K = kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x"])
+    f0 = p["apply_fn"](p["params0"], p["x"])
+    lr = 0.4
+    sys = dynamics._System("dgd", W, K, p["owner"], f0, p["y"])
+    H, b = dynamics._flow_generator(sys, lr)
+    import scipy.linalg
+    n = H.shape[0]
+    big = np.zeros((n + 1, n + 1)); big[:n, :n] = -H; big[:n, n:] = -b
+    for t in (0.3, 5.0, 80.0):
+        a = scipy.linalg.expm(t * big)[:n, n:].reshape(4, -1, 1)
+        ref = sys.record(a)[0]
+        got = dynamics.linearized_flow_outputs("dgd", W, K, p["owner"], f0, p["y"], lr, [t]).train[0]
+        assert rel(got - f0, ref - f0) <= RTOL
