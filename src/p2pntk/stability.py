@@ -139,6 +139,13 @@ def dgd_fixed_point(W, K, owner, f0, y, lr):
     Solves :math:`((I - W)\otimes I + \eta G) z^* = -\eta [F^\top D_q (f_0 - y)]_q`
     and returns the coefficients :math:`a_q^*` (Q, N, C) and the training
     outputs :math:`f_0 + K a_q^*` (Q, N, C) of every agent.
+
+    If :math:`K \succ 0` (a wide network on distinct inputs) the fixed point is
+    consensus on the interpolator, :math:`f_q^* = y` for every agent — the limit
+    of centralised gradient descent — whatever the step size below the
+    threshold. Disagreement at the fixed point needs a singular :math:`K`
+    (e.g. agents holding the same inputs with conflicting targets, or
+    :math:`NC > P`); it is then at most :math:`\eta\|g(\Theta^*)\|/(1-\lambda_2(W))`.
     """
     from .dynamics import _System
 
