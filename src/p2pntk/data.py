@@ -1,7 +1,9 @@
 r"""Classification data as regression on centred one-hot targets, split across agents.
 
 Nothing is downloaded: scikit-learn's handwritten digits (8×8 images, 10
-classes) ship with scikit-learn.
+classes) ship with scikit-learn; Fashion-MNIST (28×28, 10 classes) is read as
+IDX files from a folder, by default Debian's package ``dataset-fashion-mnist``
+(``/usr/share/datasets/fashion-mnist/``).
 
 Conventions (stated once, used by every chapter):
 
@@ -16,7 +18,14 @@ from __future__ import annotations
 
 import numpy as np
 
+import gzip
+import os
+from pathlib import Path
+
 PARTITIONS = ("iid", "dirichlet", "by_class")
+DATASETS = ("digits", "fashion_mnist")
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def _normalise(x_train, x_test):
@@ -56,6 +65,77 @@ def digits(n_train: int = 256, n_test: int = 256, *, seed: int = 0):
     xtr, xte = _normalise(xtr, xte)
     return dict(x_train=xtr, y_train=one_hot_targets(ltr, 10), labels_train=ltr,
                 x_test=xte, y_test=one_hot_targets(lte, 10), labels_test=lte)
+
+
+def read_idx(path) -> np.ndarray:
+    """Read one IDX file (MNIST format), gzipped (``.gz``) or not.
+
+    Layout: two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16,
+    0x0C int32, 0x0D float32, 0x0E float64), the number of dimensions, then each
+    dimension as a big-endian uint32, then the data in C order, big-endian.
+    """
+    path = Path(path)
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    size = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - 4 - 4 * ndim != size:
+        raise ValueError(f"{path}: truncated or corrupt IDX file ({len(raw) - 4 - 4 * ndim} data bytes, "
+                         f"{size} expected for shape {tuple(dims)})")
+    return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _idx_pair(folder: Path, prefix: str):
+    out = []
+    for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+        for name in (f"{prefix}-{kind}.gz", f"{prefix}-{kind}"):
+            if (folder / name).is_file():
+                out.append(read_idx(folder / name))
+                break
+        else:
+            raise FileNotFoundError(
+                f"{folder / (prefix + '-' + kind)}[.gz] not found. Fashion-MNIST is read from Debian's package "
+                f"dataset-fashion-mnist: run `sudo apt-get install dataset-fashion-mnist` (or `make fashion-mnist`), "
+                f"or set P2PNTK_FASHION_MNIST to a folder holding the four IDX files")
+    return out
+
+
+def fashion_mnist(n_train: int = 1024, n_test: int = 1000, *, seed: int = 0, folder=None):
+    """A random class-stratified subset of Fashion-MNIST (IDX files in ``folder``).
+
+    ``folder`` defaults to ``$P2PNTK_FASHION_MNIST`` or ``/usr/share/datasets/fashion-mnist``.
+    Training points come from the official training split, test points from the test split.
+    Returns the same dictionary as :func:`digits` (inputs of dimension 784).
+    """
+    from sklearn.model_selection import train_test_split
+
+    folder = Path(folder or os.environ.get("P2PNTK_FASHION_MNIST", FASHION_MNIST_DIR))
+    xtr, ltr = _idx_pair(folder, "train")
+    xte, lte = _idx_pair(folder, "t10k")
+    if n_train > len(xtr) or n_test > len(xte):
+        raise ValueError(f"at most {len(xtr)} training and {len(xte)} test points")
+
+    def pick(x, labels, n):
+        if n == len(x):
+            return x, labels
+        _, xs, _, ls = train_test_split(x, labels, test_size=n, random_state=seed, stratify=labels)
+        return xs, ls
+
+    xtr, ltr = pick(xtr.reshape(len(xtr), -1).astype(np.float64), ltr.astype(int), n_train)
+    xte, lte = pick(xte.reshape(len(xte), -1).astype(np.float64), lte.astype(int), n_test)
+    xtr, xte = _normalise(xtr, xte)
+    return dict(x_train=xtr, y_train=one_hot_targets(ltr, 10), labels_train=ltr,
+                x_test=xte, y_test=one_hot_targets(lte, 10), labels_test=lte)
+
+
+def load(name: str, n_train: int, n_test: int, *, seed: int = 0):
+    """Load data set ``name`` (``"digits"`` or ``"fashion_mnist"``); see :func:`digits`."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set name={name!r}; allowed: {', '.join(DATASETS)}")
+    return (digits if name == "digits" else fashion_mnist)(n_train, n_test, seed=seed)
 
 
 def partition(labels, n_agents: int, scheme: str = "iid", *, alpha: float = 0.5, classes_per_agent: int = 2,

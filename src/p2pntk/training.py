@@ -104,7 +104,9 @@ def simulate(algorithm, apply_fn, params0, W, x, y, owner, lr, steps, *, x_test=
         lr: step size :math:`\eta`.
         steps: sorted iteration counts at which to record (0 allowed).
         x_test: optional test inputs.
-        record_params: also record every agent's parameters.
+        record_params: ``True`` records every agent's parameters; a function
+            ``select(stacked_params)`` records only what it returns (e.g. a few
+            weights — full parameters of wide networks do not fit in memory).
 
     Returns:
         :class:`SimulationResult` with ``train`` (S, Q, N, C) and ``test`` (S, Q, N_test, C).
@@ -173,6 +175,7 @@ def simulate(algorithm, apply_fn, params0, W, x, y, owner, lr, steps, *, x_test=
         if x_test is not None:
             test.append(np.asarray(outputs(params, jnp.asarray(x_test))))
         if record_params:
-            recorded.append(jax.tree.map(np.asarray, params))
+            kept = record_params(params) if callable(record_params) else params
+            recorded.append(jax.tree.map(np.asarray, kept))
     return SimulationResult(steps, np.stack(train), np.stack(test) if x_test is not None else None,
                             recorded if record_params else None)

@@ -1,0 +1,36 @@
+"""Kernels: the structured MLP NTK equals neural-tangents' Jacobian contraction."""
+import jax
+import numpy as np
+import pytest
+import neural_tangents as nt
+
+from p2pntk import kernels
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_structured_ntk_equals_neural_tangents(activation, depth):
+    init_fn, apply_fn, _ = kernels.mlp(48, depth=depth, n_out=3, activation=activation)
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(depth), 3)
+    x1, x2 = jax.random.normal(k1, (7, 5)), jax.random.normal(k2, (4, 5))
+    _, params = init_fn(k3, x1.shape)
+    for resolved, axes in ((True, ()), (False, (-1,))):
+        ref = nt.empirical_ntk_fn(apply_fn, trace_axes=axes, implementation=kernels.NTK_IMPLEMENTATION)(x1, x2, params)
+        if resolved:
+            ref = np.transpose(ref, (0, 2, 1, 3))
+        got = kernels.structured_ntk(apply_fn, params, x1, x2, resolved=resolved)
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    np.testing.assert_allclose(kernels.empirical_ntk(apply_fn, params, x1),
+                               kernels.empirical_ntk(apply_fn, params, x1, x1), rtol=1e-13)
+
+
+def test_empirical_ntk_tends_to_analytic_with_width():
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 4))
+    errs = []
+    for width in (64, 4096):
+        init_fn, apply_fn, kernel_fn = kernels.mlp(width, n_out=1)
+        _, params = init_fn(jax.random.PRNGKey(1), x.shape)
+        K = kernels.empirical_ntk(apply_fn, params, x, resolved=False)
+        Th = kernels.analytic_ntk(kernel_fn, x)
+        errs.append(np.linalg.norm(K - Th) / np.linalg.norm(Th))
+    assert errs[1] < errs[0] / 3  # O(width^-1/2): 8x expected, 3x asserted (one seed)
