@@ -92,8 +92,14 @@ class _System:
                          f0_test.reshape(Nt * C, 1) if self.resolved else f0_test)
 
     # --- outputs of a state -------------------------------------------------
+    @staticmethod
+    def apply(Kx, A):
+        """:math:`K_x a_q` for every agent as one matrix product: (n_x, n) @ (n, Q·m)."""
+        Q, n, m = A.shape
+        return (Kx @ A.transpose(1, 0, 2).reshape(n, Q * m)).reshape(-1, Q, m).transpose(1, 0, 2)
+
     def _outputs(self, A, Kx, f0x):
-        out = f0x[None] + np.einsum("ij,qjm->qim", Kx, A)
+        out = f0x[None] + self.apply(Kx, A)
         return out.reshape(A.shape[0], -1, self.C)
 
     def record(self, A):
@@ -104,10 +110,11 @@ class _System:
     # --- one step of the exact recursion ------------------------------------
     def grad(self, A):
         """Coefficient gradients :math:`D_q r_q` of all agents, (Q, n, m)."""
-        return self.d * (np.einsum("ij,qjm->qim", self.Kmat, A) + self.resid0[None])
+        return self.d * (self.apply(self.Kmat, A) + self.resid0[None])
 
     def mix(self, A):
-        return np.einsum("ql,lim->qim", self.W, A)
+        Q = A.shape[0]
+        return (self.W @ A.reshape(Q, -1)).reshape(A.shape)
 
     def step(self, A, lr):
         alg = self.algorithm
@@ -257,7 +264,7 @@ def linearized_flow_outputs(algorithm, W, K, owner, f0, y, lr, times, *, K_test=
         Vg = V.T @ g
         for t in times:
             u = -(V @ (_phi(lam, t)[:, None] * Vg)).reshape(-1, n, m)
-            A = np.einsum("ij,qjm->qim", Kih, u)
+            A = _System.apply(Kih, u)
             if system.algorithm == "centralized":
                 A = np.broadcast_to(A, (Q, n, m))
             recs.append(system.record(A))

@@ -1,0 +1,159 @@
+r"""One experiment of the paper's validation: predicted versus actual peer-to-peer training.
+
+For one configuration (data, Q, topology, algorithm, width, step size, seed)
+:func:`run` computes, at the recorded iterations, every agent's outputs on the
+training and test sets from
+
+- the **actual** nonlinear networks (:func:`p2pntk.training.simulate`);
+- the **affine** model, brute-force training of the linearised networks (optional);
+- the **closed form** (:func:`p2pntk.dynamics.linearized_outputs`) with the
+  output-resolved empirical NTK, the output-traced (shared) empirical NTK, and
+  optionally the analytic infinite-width NTK;
+
+and a few tracked weights of several layers and agents (actual, affine and
+predicted by :math:`\theta_0 + J^\top a_q`). :func:`cached_run` stores the
+arrays with the configuration in ``_build/results`` (:mod:`p2pntk.results`).
+
+The step size is ``lr_factor`` times the DGD stability bound
+:func:`p2pntk.stability.dgd_step_size_bound` of the resolved empirical kernel.
+The analytic-kernel prediction keeps the finite network's initial outputs
+:math:`f_0` and replaces only the kernel.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import data, dynamics, graphs, kernels, results, stability, training
+
+DEFAULTS = dict(
+    dataset="digits", n_train=256, n_test=256, n_agents=8, topology="ring", rule="metropolis",
+    algorithm="dgd", width=1024, depth=1, activation="relu", lr_factor=0.5,
+    steps=[0, 25, 50, 100, 200, 400], seed=0, partition="iid", alpha=0.5,
+    affine=False, analytic=False, n_tracked=3,
+)
+
+
+def _config(config: dict) -> dict:
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown configuration keys {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
+    cfg = {**DEFAULTS, **config}
+    cfg["steps"] = [int(s) for s in cfg["steps"]]
+    return cfg
+
+
+def _tracked(params0, n_tracked: int, seed: int):
+    """Indices of ``n_tracked`` weights in the first and in the last weight matrix."""
+    dense = [i for i, p in enumerate(params0) if p]
+    rng = np.random.default_rng(seed)
+    picks = []
+    for layer in (dense[0], dense[-1]):
+        shape = params0[layer][0].shape
+        flat = rng.choice(int(np.prod(shape)), size=n_tracked, replace=False)
+        picks += [(layer, *np.unravel_index(f, shape)) for f in flat]
+    return picks
+
+
+def _select(picks, stacked):
+    """Tracked weights of all agents from stacked parameters (leading axis Q): (Q, n_picks)."""
+    return jnp.stack([stacked[l][0][:, i, j] for l, i, j in picks], axis=1)
+
+
+def run(config: dict) -> dict:
+    """Run one configuration (keys of :data:`DEFAULTS`); returns a dict of arrays (see module docstring)."""
+    cfg = _config(config)
+    timings = {}
+    d = data.load(cfg["dataset"], cfg["n_train"], cfg["n_test"], seed=cfg["seed"])
+    x, y, xt = jnp.asarray(d["x_train"]), jnp.asarray(d["y_train"]), jnp.asarray(d["x_test"])
+    owner = data.partition(d["labels_train"], cfg["n_agents"], cfg["partition"], alpha=cfg["alpha"], seed=cfg["seed"])
+    W = graphs.mixing_matrix(graphs.topology(cfg["topology"], cfg["n_agents"], seed=cfg["seed"]), cfg["rule"])
+    init_fn, apply_fn, kernel_fn = kernels.mlp(cfg["width"], depth=cfg["depth"], n_out=y.shape[1],
+                                               activation=cfg["activation"])
+    _, params0 = init_fn(jax.random.PRNGKey(cfg["seed"]), x.shape)
+    f0, f0t = apply_fn(params0, x), apply_fn(params0, xt)
+
+    t0 = time.perf_counter()
+    K = np.asarray(kernels.empirical_ntk(apply_fn, params0, x))
+    Kt = np.asarray(kernels.empirical_ntk(apply_fn, params0, xt, x))
+    timings["kernel"] = time.perf_counter() - t0
+    C = K.shape[1]
+    lr = cfg["lr_factor"] * stability.dgd_step_size_bound(W, K, owner)
+    alg, steps = cfg["algorithm"], cfg["steps"]
+    out = dict(steps=np.asarray(steps), owner=owner, W=W, lr=np.asarray(lr), y_train=d["y_train"],
+               y_test=d["y_test"], labels_train=d["labels_train"], labels_test=d["labels_test"],
+               f0_train=np.asarray(f0), f0_test=np.asarray(f0t))
+
+    t0 = time.perf_counter()
+    res = dynamics.linearized_outputs(alg, W, K, owner, f0, y, lr, steps, K_test=Kt, f0_test=f0t)
+    timings["predict_resolved"] = time.perf_counter() - t0
+    out.update(pred_train=res.train, pred_test=res.test)
+    coef = res.coef
+    Ktr = np.einsum("icjc->ij", K) / C
+    Kttr = np.einsum("icjc->ij", Kt) / C
+    t0 = time.perf_counter()
+    res = dynamics.linearized_outputs(alg, W, Ktr, owner, f0, y, lr, steps, K_test=Kttr, f0_test=f0t)
+    timings["predict_traced"] = time.perf_counter() - t0
+    out.update(traced_train=res.train, traced_test=res.test)
+    del K, Kt
+    if cfg["analytic"]:
+        t0 = time.perf_counter()
+        Ka = np.asarray(kernels.analytic_ntk(kernel_fn, x))
+        Kat = np.asarray(kernels.analytic_ntk(kernel_fn, xt, x))
+        res = dynamics.linearized_outputs(alg, W, Ka, owner, f0, y, lr, steps, K_test=Kat, f0_test=f0t)
+        timings["predict_analytic"] = time.perf_counter() - t0
+        out.update(analytic_train=res.train, analytic_test=res.test)
+
+    picks = _tracked(params0, cfg["n_tracked"], cfg["seed"])
+    out["tracked_index"] = np.asarray(picks)
+    one = lambda a: _select(picks, jax.tree.map(lambda p: p[None], dynamics.parameters(apply_fn, params0, x, a)))[0]
+    out["pred_weights"] = np.stack([np.stack([one(c) for c in cs]) for cs in coef])       # (S, Q, picks)
+    t0 = time.perf_counter()
+    act = training.simulate(alg, apply_fn, params0, W, x, y, owner, lr, steps, x_test=xt,
+                            record_params=lambda p: _select(picks, p))
+    timings["train_actual"] = time.perf_counter() - t0
+    out.update(actual_train=act.train, actual_test=act.test, actual_weights=np.stack(act.params))
+    if cfg["affine"]:
+        t0 = time.perf_counter()
+        lin = training.simulate(alg, kernels.linearize(apply_fn, params0), params0, W, x, y, owner, lr, steps,
+                                x_test=xt, record_params=lambda p: _select(picks, p))
+        timings["train_affine"] = time.perf_counter() - t0
+        out.update(affine_train=lin.train, affine_test=lin.test, affine_weights=np.stack(lin.params))
+    out["timing_names"] = np.asarray(list(timings))
+    out["timing_seconds"] = np.asarray(list(timings.values()))
+    return out
+
+
+def cached_run(config: dict, *, folder=None) -> dict:
+    """:func:`run` through the results cache (keyed by the full configuration and the code)."""
+    cfg = _config(config)
+    return results.cached("run", cfg, lambda: run(cfg), folder=folder)
+
+
+# --- metrics on recorded outputs (arrays (S, Q, n, C)) ---------------------------------------
+
+def mse(outputs, y):
+    r"""Per step and agent :math:`\frac{1}{2n}\sum_i \|f_q(x_i) - y_i\|^2`, shape (S, Q)."""
+    return 0.5 * np.mean(np.sum((outputs - y) ** 2, axis=-1), axis=-1)
+
+
+def error_rate(outputs, labels):
+    """Per step and agent classification error (fraction of argmax mistakes), shape (S, Q)."""
+    return np.mean(np.argmax(outputs, axis=-1) != labels, axis=-1)
+
+
+def disagreement(outputs):
+    r"""Consensus disagreement :math:`\sqrt{\frac1Q\sum_q \|f_q - \bar f\|^2 / n}` per step, shape (S,)."""
+    dev = outputs - outputs.mean(axis=1, keepdims=True)
+    return np.sqrt(np.mean(np.sum(dev ** 2, axis=-1), axis=(1, 2)))
+
+
+def relative_error(pred, actual, f0):
+    r"""Per step :math:`\|\mathrm{pred} - \mathrm{actual}\| / \|\mathrm{actual} - f_0\|` over all agents and points."""
+    num = np.linalg.norm((pred - actual).reshape(len(pred), -1), axis=1)
+    den = np.linalg.norm((actual - f0).reshape(len(actual), -1), axis=1)
+    moved = den > 1e-9 * np.linalg.norm(np.asarray(f0))  # undefined before the networks move (k = 0)
+    return np.where(moved, num / np.where(moved, den, 1.0), np.nan)

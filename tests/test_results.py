@@ -1,0 +1,72 @@
+"""Results files: deterministic bytes, atomic writes, corrupt files recomputed, keys follow code and params."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from p2pntk import results
+
+
+def test_same_parameters_give_identical_bytes(tmp_path):
+    arrays = {"a": np.arange(10.0), "b": np.eye(3, dtype=np.float32)}
+    results.save(tmp_path / "x.npz", arrays, {"seed": 0})
+    first = (tmp_path / "x.npz").read_bytes()
+    time.sleep(1.1)  # zip time stamps have 2 s resolution: make sure they are not used
+    results.save(tmp_path / "x.npz", arrays, {"seed": 0})
+    assert (tmp_path / "x.npz").read_bytes() == first
+    back, params = results.load(tmp_path / "x.npz")
+    assert params == {"seed": 0} and back["b"].dtype == np.float32
+    np.testing.assert_array_equal(back["a"], arrays["a"])
+
+
+def test_cache_hit_miss_and_corrupt_file_recomputed(tmp_path, capsys):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"v": np.full(4, len(calls), dtype=float)}
+
+    a = results.cached("demo", {"n": 4}, compute, folder=tmp_path)
+    b = results.cached("demo", {"n": 4}, compute, folder=tmp_path)
+    assert len(calls) == 1 and (a["v"] == b["v"]).all()
+    results.cached("demo", {"n": 5}, compute, folder=tmp_path)  # new parameters: recomputed
+    assert len(calls) == 2
+    (path,) = [p for p in tmp_path.glob("demo-*.npz") if results.load(p)[1] == {"n": 4}]
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # truncate
+    c = results.cached("demo", {"n": 4}, compute, folder=tmp_path)
+    assert len(calls) == 3 and c["v"][0] == 3
+    assert "corrupt" in capsys.readouterr().out
+    results.load(path)  # rewritten intact
+
+
+def test_key_depends_on_code(monkeypatch):
+    k1 = results.key("x", {"a": 1})
+    monkeypatch.setattr(results, "code_hash", lambda: "different code")
+    assert results.key("x", {"a": 1}) != k1
+
+
+WRITER = """
+import sys, numpy as np
+from p2pntk import results
+big = np.random.default_rng(1).standard_normal(4_000_000)
+print("ready", flush=True)
+while True:
+    results.save(sys.argv[1], {"v": big}, {"new": True})
+"""
+
+
+def test_killed_mid_write_leaves_old_file_intact(tmp_path):
+    path = tmp_path / "r.npz"
+    results.save(path, {"v": np.arange(5.0)}, {"new": False})
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.4)  # in the middle of (repeated) writes
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    arrays, params = results.load(path)  # never a partial file: the old one or a complete new one
+    assert params in ({"new": False}, {"new": True})
+    assert arrays["v"].shape == ((5,) if not params["new"] else (4_000_000,))
