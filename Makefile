@@ -7,7 +7,10 @@ PROFILE ?= ci
 BIN     := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: book test setup clean
+FASHION := /usr/share/datasets/fashion-mnist
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: book test setup clean fashion-mnist
 
 setup: $(VENV)/.installed
 
@@ -16,8 +19,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-book: setup
+book: setup $(if $(filter paper,$(PROFILE)),fashion-mnist)
 	$(BIN)/python -m p2pntk.pipeline --profile $(PROFILE)
+
+# Fashion-MNIST (paper profile) from Debian's package; never downloaded at run time.
+fashion-mnist:
+	test -s $(FASHION)/train-images-idx3-ubyte.gz || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
 
 test: setup
 	$(BIN)/python -m pytest

@@ -22,10 +22,32 @@ Kernel layouts used throughout the package:
 """
 from __future__ import annotations
 
+import contextlib
+import os
+
 import jax
 import jax.numpy as jnp
-import neural_tangents as nt
-from neural_tangents import stax
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence the C++ start-up log lines tensorflow writes to file descriptor 2 when
+    neural-tangents imports it (oneDNN notice, "Could not find cuda drivers"):
+    TF 2.21 prints them before TF_CPP_MIN_LOG_LEVEL takes effect. Python errors still raise."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+with _native_stderr_silenced():
+    import neural_tangents as nt
+    from neural_tangents import stax
 
 #: Empirical-NTK implementation that works with the pinned versions
 #: (AUTO and STRUCTURED_DERIVATIVES crash with jax 0.5.3).

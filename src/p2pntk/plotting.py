@@ -22,6 +22,7 @@ def use_style() -> None:
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     matplotlib.rcParams.update({
         "figure.dpi": 100,
+        "figure.constrained_layout.use": True,
         "savefig.dpi": 150,
         "savefig.bbox": "tight",
         "axes.titlesize": "medium",

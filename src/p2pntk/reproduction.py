@@ -33,7 +33,7 @@ DEFAULTS = dict(
     dataset="digits", n_train=256, n_test=256, n_agents=8, topology="ring", rule="metropolis",
     algorithm="dgd", width=1024, depth=1, activation="relu", lr_factor=0.5,
     steps=[0, 25, 50, 100, 200, 400], seed=0, partition="iid", alpha=0.5,
-    affine=False, analytic=False, n_tracked=3,
+    affine=False, analytic=False, n_tracked=32,
 )
 
 
@@ -46,15 +46,18 @@ def _config(config: dict) -> dict:
     return cfg
 
 
-def _tracked(params0, n_tracked: int, seed: int):
-    """Indices of ``n_tracked`` weights in the first and in the last weight matrix."""
+def _tracked(params0, x, n_tracked: int, seed: int):
+    """Indices of ``n_tracked`` weights in the first and in the last weight matrix; first-layer
+    weights are taken from input features that vary (a constant-zero pixel's weights never move)."""
     dense = [i for i, p in enumerate(params0) if p]
     rng = np.random.default_rng(seed)
-    picks = []
-    for layer in (dense[0], dense[-1]):
-        shape = params0[layer][0].shape
-        flat = rng.choice(int(np.prod(shape)), size=n_tracked, replace=False)
-        picks += [(layer, *np.unravel_index(f, shape)) for f in flat]
+    active = np.flatnonzero(np.linalg.norm(np.asarray(x), axis=0) > 0)
+    W1, WL = params0[dense[0]][0], params0[dense[-1]][0]
+    picks = [(dense[0], int(i), int(j)) for i, j in
+             zip(rng.choice(active, n_tracked, replace=len(active) < n_tracked),
+                 rng.choice(W1.shape[1], n_tracked, replace=W1.shape[1] < n_tracked))]
+    picks += [(dense[-1], int(i), int(j)) for i, j in
+              zip(rng.choice(WL.shape[0], n_tracked, replace=WL.shape[0] < n_tracked), rng.integers(0, WL.shape[1], n_tracked))]
     return picks
 
 
@@ -107,7 +110,7 @@ def run(config: dict) -> dict:
         timings["predict_analytic"] = time.perf_counter() - t0
         out.update(analytic_train=res.train, analytic_test=res.test)
 
-    picks = _tracked(params0, cfg["n_tracked"], cfg["seed"])
+    picks = _tracked(params0, x, cfg["n_tracked"], cfg["seed"])
     out["tracked_index"] = np.asarray(picks)
     one = lambda a: _select(picks, jax.tree.map(lambda p: p[None], dynamics.parameters(apply_fn, params0, x, a)))[0]
     out["pred_weights"] = np.stack([np.stack([one(c) for c in cs]) for cs in coef])       # (S, Q, picks)
@@ -122,8 +125,7 @@ def run(config: dict) -> dict:
                                 x_test=xt, record_params=lambda p: _select(picks, p))
         timings["train_affine"] = time.perf_counter() - t0
         out.update(affine_train=lin.train, affine_test=lin.test, affine_weights=np.stack(lin.params))
-    out["timing_names"] = np.asarray(list(timings))
-    out["timing_seconds"] = np.asarray(list(timings.values()))
+    out.update({f"seconds_{k}": np.asarray(v) for k, v in timings.items()})
     return out
 
 
@@ -157,3 +159,59 @@ def relative_error(pred, actual, f0):
     den = np.linalg.norm((actual - f0).reshape(len(actual), -1), axis=1)
     moved = den > 1e-9 * np.linalg.norm(np.asarray(f0))  # undefined before the networks move (k = 0)
     return np.where(moved, num / np.where(moved, den, 1.0), np.nan)
+
+
+def sweep(config: dict, lr_factors, topologies, sample) -> dict:
+    r"""Hyper-parameter landscape: final test error over step size × topology.
+
+    Every grid point is predicted in closed form from **one** kernel (the empirical
+    NTK at :math:`\theta_0`, output-resolved); the points in ``sample`` (pairs of
+    indices into ``lr_factors`` × ``topologies``) are also actually trained. The
+    wall-clock times of both are measured in the same run. ``config`` fixes the
+    rest (keys of :data:`DEFAULTS`); the last of ``config["steps"]`` is the
+    training length.
+    """
+    cfg = _config(config)
+    d = data.load(cfg["dataset"], cfg["n_train"], cfg["n_test"], seed=cfg["seed"])
+    x, y, xt = jnp.asarray(d["x_train"]), jnp.asarray(d["y_train"]), jnp.asarray(d["x_test"])
+    owner = data.partition(d["labels_train"], cfg["n_agents"], cfg["partition"], alpha=cfg["alpha"], seed=cfg["seed"])
+    init_fn, apply_fn, _ = kernels.mlp(cfg["width"], depth=cfg["depth"], n_out=y.shape[1], activation=cfg["activation"])
+    _, params0 = init_fn(jax.random.PRNGKey(cfg["seed"]), x.shape)
+    f0, f0t = apply_fn(params0, x), apply_fn(params0, xt)
+    k_end = [cfg["steps"][-1]]
+    shape = (len(lr_factors), len(topologies))
+    pred_err, act_err = np.full(shape, np.nan), np.full(shape, np.nan)
+    pred_loss, act_loss = np.full(shape, np.nan), np.full(shape, np.nan)
+    t0 = time.perf_counter()
+    K = np.asarray(kernels.empirical_ntk(apply_fn, params0, x))
+    Kt = np.asarray(kernels.empirical_ntk(apply_fn, params0, xt, x))
+    t_kernel = time.perf_counter() - t0
+    Ws = [graphs.mixing_matrix(graphs.topology(t, cfg["n_agents"], seed=cfg["seed"]), cfg["rule"]) for t in topologies]
+    bounds = np.array([stability.dgd_step_size_bound(W, K, owner) for W in Ws])
+    lr = np.array(lr_factors)[:, None] * bounds[None, :]
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            r = dynamics.linearized_outputs(cfg["algorithm"], Ws[j], K, owner, f0, y, lr[i, j], k_end,
+                                            K_test=Kt, f0_test=f0t)
+            pred_err[i, j] = error_rate(r.test, d["labels_test"])[-1].mean()
+            pred_loss[i, j] = mse(r.test, d["y_test"])[-1].mean()
+    t_pred = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i, j in sample:
+        r = training.simulate(cfg["algorithm"], apply_fn, params0, Ws[j], x, y, owner, lr[i, j], k_end, x_test=xt)
+        act_err[i, j] = error_rate(r.test, d["labels_test"])[-1].mean()
+        act_loss[i, j] = mse(r.test, d["y_test"])[-1].mean()
+    t_train = time.perf_counter() - t0
+    return dict(lr_factors=np.asarray(lr_factors), topologies=np.asarray(topologies), lr=lr,
+                pred_error=pred_err, actual_error=act_err, pred_loss=pred_loss, actual_loss=act_loss,
+                sample=np.asarray(sample), seconds_predict_all=np.asarray(t_pred), seconds_kernel=np.asarray(t_kernel),
+                seconds_train_sample=np.asarray(t_train), n_sample=np.asarray(len(sample)))
+
+
+def cached_sweep(config: dict, lr_factors, topologies, sample, *, folder=None) -> dict:
+    """:func:`sweep` through the results cache. Timings are part of the cached result
+    (they describe the run that produced it)."""
+    cfg = _config(config)
+    params = dict(config=cfg, lr_factors=list(lr_factors), topologies=list(topologies),
+                  sample=[list(map(int, s)) for s in sample])
+    return results.cached("sweep", params, lambda: sweep(cfg, lr_factors, topologies, sample), folder=folder)

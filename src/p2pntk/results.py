@@ -8,6 +8,9 @@ a stale result. Files are written atomically (temporary file, then rename) and
 byte-for-byte deterministically (fixed zip time stamps), so an interrupted run
 leaves the old file or the new one, and a rerun with the same parameters gives
 identical bytes. A file that cannot be read back is recomputed, never used.
+Wall-clock timings (arrays named ``seconds_*``) differ from run to run; they go
+to a JSON file beside the results (``<file>.timings.json``) so that the results
+file itself stays byte-for-byte reproducible.
 """
 from __future__ import annotations
 
@@ -97,10 +100,25 @@ def cached(name: str, params: dict, compute, *, folder=None, verbose: bool = Tru
         try:
             arrays, stored = load(path)
             if stored == json.loads(json.dumps(params, sort_keys=True, default=str)):
+                side = path.with_suffix(".timings.json")
+                if side.is_file():
+                    try:
+                        arrays.update({k: np.asarray(v) for k, v in json.loads(side.read_text()).items()})
+                    except ValueError:
+                        pass  # timings are informative only
                 return arrays
         except ValueError as err:
             if verbose:
                 print(f"[results] {err}; recomputing")
     arrays = {k: np.asarray(v) for k, v in compute().items()}
-    save(path, arrays, params)
+    timings = {k: v.tolist() for k, v in arrays.items() if k.startswith("seconds_")}
+    save(path, {k: v for k, v in arrays.items() if k not in timings}, params)
+    _atomic_text(path.with_suffix(".timings.json"), json.dumps(timings, indent=1, sort_keys=True))
     return arrays
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

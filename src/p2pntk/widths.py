@@ -1,4 +1,4 @@
-r"""Width sweeps of one-hidden-layer networks: a fast exact empirical NTK and its fluctuation constants.
+r"""Finite-width fluctuations of the NTK of a one-hidden-layer network: their exact constants.
 
 For the network of :func:`p2pntk.kernels.mlp` with ``depth=1`` (NTK
 parameterisation, input dimension :math:`d`, width :math:`n`, :math:`C` outputs),
@@ -6,80 +6,26 @@ parameterisation, input dimension :math:`d`, width :math:`n`, :math:`C` outputs)
 .. math:: h_j(x) = \tfrac{\sigma_w}{\sqrt d}\, w_j^\top x + \sigma_b \beta_j, \qquad
           f_c(x) = \tfrac{\sigma_w}{\sqrt n} \sum_{j=1}^n V_{jc}\, \phi(h_j(x)) + \sigma_b b_c ,
 
-the output-resolved empirical NTK is a sum of :math:`n` independent
-per-neuron terms,
+the output-resolved empirical NTK on inputs :math:`x_1..x_N` is an average of
+:math:`n` i.i.d. per-neuron matrices,
 
-.. math:: K(x_i, x_k)_{cc'} = \frac1n \sum_{j=1}^n Z_j[i,c,k,c'], \qquad
+.. math:: K_n = \frac1n \sum_{j=1}^n Z_j, \qquad
           Z_j = \big(\sigma_w^2\, a_j a_j^\top + \sigma_b^2 \mathbf 1\mathbf 1^\top\big)\otimes I_C
           + \big(\sigma_w^2\, (b_j b_j^\top)\circ\Sigma_1\big) \otimes v_j v_j^\top ,
 
 with :math:`a_j = \phi(h_j(X))`, :math:`b_j = \phi'(h_j(X))` (vectors over the
 inputs), :math:`v_j = V_{j\cdot}` and
-:math:`\Sigma_1(x, x') = \sigma_w^2 x^\top x'/d + \sigma_b^2`. Computing it from
-this formula costs :math:`O(N^2 C^2 n)` instead of the :math:`O(N^2 C^2 n d)`
-of a Jacobian contraction, which is what makes sweeps to width 8192 cheap on a CPU.
+:math:`\Sigma_1(x, x') = \sigma_w^2 x^\top x'/d + \sigma_b^2`, so that
+:math:`\mathbb E K_n = \Theta\otimes I_C` and
+:math:`\mathbb E\|K_n - \Theta\otimes I_C\|_F^2 = v_{\rm tot}/n` exactly (chapter
+"Wide networks and the neural tangent kernel"). :func:`fluctuation_constants`
+estimates :math:`v_{\rm tot}` and the off-diagonal constant :math:`v_{\rm off}`
+by Monte Carlo over single neurons. The kernel itself is
+:func:`p2pntk.kernels.empirical_ntk`.
 """
 from __future__ import annotations
 
 import numpy as np
-
-
-def _activation(name: str):
-    import jax.numpy as jnp
-    import jax.scipy.special as jsp
-
-    if name == "relu":
-        return (lambda h: jnp.maximum(h, 0.0)), (lambda h: (h > 0).astype(h.dtype))
-    if name == "erf":
-        return jsp.erf, (lambda h: 2.0 / jnp.sqrt(jnp.pi) * jnp.exp(-h * h))
-    raise ValueError(f"unknown activation={name!r}; allowed: relu, erf")
-
-
-def one_hidden_layer_ntk(params, x1, x2=None, *, activation: str = "relu",
-                         W_std: float = 2.0 ** 0.5, b_std: float = 0.1):
-    r"""Output-resolved empirical NTK of a one-hidden-layer :func:`p2pntk.kernels.mlp`, by its factorised formula.
-
-    .. math:: K[i,c,k,c'] = \delta_{cc'}\Big[\frac{\sigma_w^2}{n}\sum_j \phi(h_{ij})\phi(h_{kj}) + \sigma_b^2\Big]
-              + \frac{\sigma_w^2}{n}\sum_j V_{jc}V_{jc'}\,\phi'(h_{ij})\phi'(h_{kj})\,
-              \Big(\frac{\sigma_w^2}{d} x_i^\top x_k + \sigma_b^2\Big),
-
-    equal to ``kernels.empirical_ntk(apply_fn, params, x1, x2)`` (the same
-    :math:`J(x_1)J(x_2)^\top`) up to round-off, at cost :math:`O(N_1 N_2 C^2 n)`.
-
-    Args:
-        params: parameters ``[(W1, b1), (), (W2, b2)]`` of ``kernels.mlp(width, depth=1, ...)``.
-        x1, x2: inputs (N1, d) and (N2, d); ``x2=None`` means ``x1``.
-        activation, W_std, b_std: as passed to :func:`p2pntk.kernels.mlp`.
-
-    Returns:
-        (N1, C, N2, C) array (jax).
-
-    Example:
-        >>> import jax, numpy as np
-        >>> from p2pntk import kernels
-        >>> init_fn, apply_fn, _ = kernels.mlp(32, n_out=3)
-        >>> _, p = init_fn(jax.random.PRNGKey(0), (-1, 5))
-        >>> x = np.random.default_rng(0).standard_normal((4, 5))
-        >>> K = one_hidden_layer_ntk(p, x)
-        >>> bool(np.allclose(K, kernels.empirical_ntk(apply_fn, p, x), rtol=1e-5, atol=1e-6))
-        True
-    """
-    import jax.numpy as jnp
-
-    x2 = x1 if x2 is None else x2
-    (W1, b1), _, (V, _b2) = params
-    phi, dphi = _activation(activation)
-    d, n = W1.shape
-    x1, x2 = jnp.asarray(x1, W1.dtype), jnp.asarray(x2, W1.dtype)
-    h1 = W_std / jnp.sqrt(d) * x1 @ W1 + b_std * b1          # (N1, n)
-    h2 = W_std / jnp.sqrt(d) * x2 @ W1 + b_std * b1          # (N2, n)
-    C = V.shape[1]
-    shared = W_std ** 2 / n * phi(h1) @ phi(h2).T + b_std ** 2  # (N1, N2)
-    sigma1 = W_std ** 2 / d * x1 @ x2.T + b_std ** 2            # (N1, N2)
-    u1 = dphi(h1)[:, None, :] * V.T[None]                        # (N1, C, n)
-    u2 = dphi(h2)[:, None, :] * V.T[None]                        # (N2, C, n)
-    hidden = W_std ** 2 / n * jnp.einsum("icj,kdj->ickd", u1, u2) * sigma1[:, None, :, None]
-    return hidden + shared[:, None, :, None] * jnp.eye(C)[None, :, None, :]
 
 
 def fluctuation_constants(theta, x, n_out: int, *, n_neurons: int = 100_000, seed: int = 0,

@@ -1,0 +1,234 @@
+r"""Experiment set-ups and measurements shared by the theory chapters.
+
+Every chapter that compares closed-form predictions with training builds the same
+problem — scikit-learn digits split across :math:`Q` agents, one wide network
+:math:`f(x;\theta)` at a common initialisation :math:`\theta_0`, and its empirical
+NTK on the training points — and measures the same quantities. They live here so
+that no code is copied between chapters.
+
+Norms in parameter space are computed without forming a single parameter vector:
+a displacement :math:`J^\top a` (:math:`a \in \mathbb R^{N\times C}`, :math:`J` the
+training Jacobian at :math:`\theta_0`) has
+
+.. math:: \|J^\top a\|_2^2 = a^\top J J^\top a = a^\top K a ,
+
+with :math:`K` the NTK Gram matrix of the training points (output-resolved
+``(N, C, N, C)``, or shared ``(N, N)`` standing for :math:`K\otimes I_C`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Problem:
+    """Data, agents, network and NTK of one experiment (all arrays float64 NumPy).
+
+    Attributes:
+        x, y, labels: training inputs (N, d), centred one-hot targets (N, C), classes (N,).
+        x_test, y_test, labels_test: the same for the test points.
+        owner: (N,) agent holding each training point.
+        apply_fn, kernel_fn, params0: the network, its infinite-width kernel function
+            and the common initialisation :math:`\theta_0`.
+        f0, f0_test: initial outputs :math:`f(X;\theta_0)` (N, C) and on the test points.
+        K, K_test: empirical NTK :math:`J(X)J(X)^\top` and :math:`J(X_{\rm test})J(X)^\top`,
+            output-resolved ``(N, C, N, C)``/``(N_test, C, N, C)`` or shared ``(N, N)``/``(N_test, N)``.
+    """
+    x: np.ndarray
+    y: np.ndarray
+    labels: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    labels_test: np.ndarray
+    owner: np.ndarray
+    apply_fn: object
+    kernel_fn: object
+    params0: object
+    f0: np.ndarray
+    f0_test: np.ndarray
+    K: np.ndarray
+    K_test: np.ndarray
+
+
+def digits_problem(n_train: int, n_test: int, n_agents: int, width: int, *, depth: int = 1,
+                   partition: str = "iid", seed: int = 0, resolved: bool = True,
+                   activation: str = "relu") -> Problem:
+    r"""Digits split over ``n_agents`` agents, an MLP at :math:`\theta_0` and its empirical NTK.
+
+    Data: :func:`p2pntk.data.digits` (seed ``seed``), points assigned to agents by
+    :func:`p2pntk.data.partition` (scheme ``partition``, seed ``seed``). Network:
+    :func:`p2pntk.kernels.mlp` with ``width``, ``depth`` and 10 outputs, initialised
+    with ``jax.random.PRNGKey(seed)``. Kernel: :func:`p2pntk.kernels.empirical_ntk`
+    at :math:`\theta_0`, output-resolved if ``resolved`` else shared.
+
+    Example:
+        >>> p = digits_problem(12, 4, 3, 32, seed=1)
+        >>> p.K.shape, p.K_test.shape, p.f0.shape, np.bincount(p.owner).tolist()
+        ((12, 10, 12, 10), (4, 10, 12, 10), (12, 10), [4, 4, 4])
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from . import data, kernels
+
+    d = data.digits(n_train, n_test, seed=seed)
+    owner = data.partition(d["labels_train"], n_agents, partition, seed=seed)
+    init_fn, apply_fn, kernel_fn = kernels.mlp(width, depth=depth, n_out=d["y_train"].shape[1],
+                                               activation=activation)
+    x, x_test = jnp.asarray(d["x_train"]), jnp.asarray(d["x_test"])
+    _, params0 = init_fn(jax.random.PRNGKey(seed), (-1, x.shape[1]))
+    K = kernels.empirical_ntk(apply_fn, params0, x, resolved=resolved)
+    K_test = kernels.empirical_ntk(apply_fn, params0, x_test, x, resolved=resolved)
+    return Problem(x=d["x_train"], y=d["y_train"], labels=d["labels_train"], x_test=d["x_test"],
+                   y_test=d["y_test"], labels_test=d["labels_test"], owner=owner, apply_fn=apply_fn,
+                   kernel_fn=kernel_fn, params0=params0, f0=np.asarray(apply_fn(params0, x)),
+                   f0_test=np.asarray(apply_fn(params0, x_test)), K=np.asarray(K), K_test=np.asarray(K_test))
+
+
+def relative_error(a, b) -> float:
+    r"""Relative error :math:`\|a - b\|_2 / \|b\|_2` (Frobenius norm over all entries).
+
+    Example:
+        >>> relative_error([1.0, 2.0], [1.0, 1.0])
+        0.7071067811865476
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def loglog_slope(x, y) -> float:
+    r"""Least-squares slope :math:`p` of :math:`\log y = p \log x + c` (fitted order of a power law).
+
+    Example:
+        >>> round(loglog_slope([1, 2, 4], [3, 12, 48]), 12)
+        2.0
+    """
+    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+
+
+def flatten_agents(stacked_params) -> np.ndarray:
+    r"""All parameters of every agent as one (Q, P) array, from a pytree with leading agent axis.
+
+    Example:
+        >>> flatten_agents([np.zeros((2, 3)), np.ones((2, 2, 2))]).shape
+        (2, 7)
+    """
+    import jax
+
+    leaves = jax.tree.leaves(stacked_params)
+    Q = np.shape(leaves[0])[0]
+    return np.concatenate([np.asarray(v, dtype=np.float64).reshape(Q, -1) for v in leaves], axis=1)
+
+
+def _quadratic(K, u, v) -> np.ndarray:
+    r""":math:`u_q^\top K v_q` for every leading index q; u, v (Q, N, C)."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.ndim == 4:
+        N, C = K.shape[:2]
+        Km = K.reshape(N * C, N * C)
+        uu, vv = u.reshape(u.shape[0], -1), v.reshape(v.shape[0], -1)
+        return np.einsum("qi,ij,qj->q", uu, Km, vv)
+    return np.einsum("qic,ij,qjc->q", u, K, v)
+
+
+def row_space_norms(K, coef) -> np.ndarray:
+    r"""Parameter-space norms :math:`\|J^\top a_q\|_2 = (a_q^\top K a_q)^{1/2}` of each agent's displacement.
+
+    Args:
+        K: (N, C, N, C) or (N, N) NTK Gram matrix of the training points.
+        coef: (Q, N, C) coefficients :math:`a_q` (e.g. ``result.coef[s]``).
+
+    Example:
+        >>> row_space_norms(np.eye(2), np.array([[[3.0], [4.0]]]))
+        array([5.])
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    return np.sqrt(np.clip(_quadratic(K, coef, coef), 0.0, None))
+
+
+def disagreement(K, coef) -> float:
+    r"""Disagreement of the agents in parameter space, :math:`\|\Theta_\perp\|_2`.
+
+    .. math:: \|\Theta_\perp\|_2^2 = \sum_q \|\theta_q - \bar\theta\|_2^2
+              = \sum_q (a_q - \bar a)^\top K (a_q - \bar a), \qquad
+              \bar a = \tfrac1Q \textstyle\sum_q a_q .
+
+    Example:
+        >>> disagreement(np.eye(1), np.array([[[1.0]], [[-1.0]]]))
+        1.4142135623730951
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    dev = coef - coef.mean(axis=0, keepdims=True)
+    return float(np.sqrt(max(_quadratic(K, dev, dev).sum(), 0.0)))
+
+
+def local_gradients_norm(K, owner, f0, y, coef) -> float:
+    r"""Norm of the stacked local gradients of the linearised losses, :math:`\|g(\Theta)\|_2`.
+
+    With :math:`\theta_q = \theta_0 + J^\top a_q`, agent q's gradient is
+    :math:`\nabla L_q(\theta_q) = J^\top D_q r_q`, :math:`r_q = f_0 + K a_q - y`,
+    :math:`D_q = \mathrm{diag}(\mathbb 1[i\in q]/N_q)`, so
+
+    .. math:: \|g(\Theta)\|_2^2 = \sum_q (D_q r_q)^\top K (D_q r_q).
+
+    Args:
+        K: (N, C, N, C) or (N, N) NTK Gram matrix; owner (N,); f0, y (N, C); coef (Q, N, C).
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    owner = np.asarray(owner)
+    Q = coef.shape[0]
+    K = np.asarray(K, dtype=np.float64)
+    if K.ndim == 4:
+        Ka = np.einsum("icjd,qjd->qic", K, coef)
+    else:
+        Ka = np.einsum("ij,qjc->qic", K, coef)
+    r = np.asarray(f0)[None] + Ka - np.asarray(y)[None]
+    counts = np.bincount(owner, minlength=Q)
+    D = (owner[None, :] == np.arange(Q)[:, None]) / counts[:, None]
+    g = D[:, :, None] * r
+    return float(np.sqrt(max(_quadratic(K, g, g).sum(), 0.0)))
+
+
+def mean_loss(outputs, y) -> np.ndarray:
+    r"""Training loss of every agent's model on all N points, averaged over agents.
+
+    .. math:: \bar L = \frac1Q \sum_q \frac1{2N}\sum_{i=1}^N \|f_q(x_i) - y_i\|_2^2 .
+
+    Args:
+        outputs: (..., Q, N, C) outputs (e.g. ``result.train``); y: (N, C).
+
+    Returns:
+        array of shape ``outputs.shape[:-3]``.
+    """
+    r = np.asarray(outputs, dtype=np.float64) - np.asarray(y)
+    return 0.5 * np.sum(r ** 2, axis=-1).mean(axis=(-1, -2))
+
+
+def lazy_limit_errors(algorithm, W, K, owner, f0, y, lr, t, alphas) -> np.ndarray:
+    r"""Distance of lazy-mixing iterates from the DGD gradient flow at time ``t``.
+
+    For each :math:`\alpha`, run ``algorithm`` with the lazy matrix
+    :math:`W_\alpha = (1-\alpha) I + \alpha W` and step :math:`\alpha\eta` for
+    :math:`k = t/\alpha` iterations (:func:`p2pntk.dynamics.linearized_outputs`) and
+    compare with the DGD flow :math:`\dot a = -((I-W)\otimes I)a - \eta D(\tilde K a + c)`
+    at time :math:`t` (:func:`p2pntk.dynamics.linearized_flow_outputs`):
+
+    .. math:: e(\alpha) = \frac{\|f_\alpha(t/\alpha) - f_{\rm flow}(t)\|}{\|f_{\rm flow}(t) - f_0\|} .
+
+    ``t/alpha`` must be an integer for every ``alpha`` (checked).
+    """
+    from . import dynamics
+
+    W = np.asarray(W, dtype=np.float64)
+    flow = dynamics.linearized_flow_outputs("dgd", W, K, owner, f0, y, lr, [t]).train[0]
+    errs = []
+    for a in alphas:
+        k = t / a
+        if abs(k - round(k)) > 1e-9:
+            raise ValueError(f"t/alpha must be an integer, got t={t}, alpha={a}")
+        Wa = (1 - a) * np.eye(W.shape[0]) + a * W
+        disc = dynamics.linearized_outputs(algorithm, Wa, K, owner, f0, y, a * lr, [int(round(k))]).train[0]
+        errs.append(relative_error(disc - np.asarray(f0), flow - np.asarray(f0)))
+    return np.asarray(errs)
