@@ -70,3 +70,13 @@ def test_killed_mid_write_leaves_old_file_intact(tmp_path):
     arrays, params = results.load(path)  # never a partial file: the old one or a complete new one
     assert params in ({"new": False}, {"new": True})
     assert arrays["v"].shape == ((5,) if not params["new"] else (4_000_000,))
+
+
+def test_experiment_results_are_byte_identical_across_runs(tmp_path):
+    from p2pntk import reproduction
+
+    cfg = dict(n_train=32, n_test=16, n_agents=4, width=64, steps=[0, 3, 10], affine=True, analytic=True)
+    reproduction.cached_run(cfg, folder=tmp_path / "a")
+    reproduction.cached_run(cfg, folder=tmp_path / "b")
+    (fa,), (fb,) = list((tmp_path / "a").glob("run-*.npz")), list((tmp_path / "b").glob("run-*.npz"))
+    assert fa.name == fb.name and fa.read_bytes() == fb.read_bytes()

@@ -2,8 +2,9 @@
 
 The project root is the nearest folder at or above the working directory that
 holds ``_toc.yml`` (override with the environment variable ``P2PNTK_ROOT``).
-Everything generated goes under ``<root>/_build`` (git-ignored): executed
-notebooks, figures, results, the HTML book.
+Everything generated goes under ``<root>/_build`` (git-ignored; ``P2PNTK_BUILD``
+overrides): executed notebooks, figures, results. The HTML book is always
+``<root>/_build/html``.
 """
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ def project_root() -> Path:
 
 
 def build_dir() -> Path:
-    """``<root>/_build``."""
+    """``<root>/_build``, or ``$P2PNTK_BUILD`` if set (used by tests to build elsewhere)."""
+    if os.environ.get("P2PNTK_BUILD"):
+        return Path(os.environ["P2PNTK_BUILD"]).resolve()
     return project_root() / "_build"
 
 

@@ -207,10 +207,16 @@ def check_html(html_dir: Path) -> list[str]:
     return missing
 
 
-def build(profile: str = "ci", chapters: list[str] | None = None, force: bool = False, html: bool = True) -> None:
-    """Execute the chapters of ``profile`` and build the HTML book into ``_build/html``."""
+def build(profile: str = "ci", chapters: list[str] | None = None, force: bool = False, html: bool = True,
+          extra: dict | None = None) -> None:
+    """Execute the chapters of ``profile`` and build the HTML book into ``_build/html``.
+
+    ``extra`` maps chapter names to parameter overrides applied on top of the profile.
+    """
     root = project_root()
     overrides = load_profile(root, profile)
+    for chapter, params in (extra or {}).items():
+        overrides[chapter] = {**overrides.get(chapter, {}), **params}
     docs = toc_files(root)
     names = {Path(d).name for d in docs}
     unknown = set(overrides) - names
@@ -235,6 +241,7 @@ def build(profile: str = "ci", chapters: list[str] | None = None, force: bool = 
     prov = json.loads(prov_file.read_text()) if prov_file.is_file() else {}
     if prov.get("profile") != profile:
         prov = {"profile": profile, "chapters": {}}
+    prov["profile"] = profile
     for doc in docs:
         source = root / f"{doc}.md"
         if not is_notebook(source):

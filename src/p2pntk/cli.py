@@ -1,0 +1,111 @@
+"""Command-line interface: ``p2pntk chapters | run | reproduce``.
+
+- ``p2pntk chapters [--profile P]`` lists the chapters and their parameters
+  (default, and the profile's value where it differs);
+- ``p2pntk run CHAPTER [-p NAME=VALUE ...] [--profile P] [--html]`` executes one
+  chapter with overrides (papermill), writing its executed notebook to
+  ``_build/stage/book/`` and its figures to ``_build/figures/``;
+- ``p2pntk reproduce [--profile P]`` executes every chapter and builds the book.
+
+Unknown chapters, parameters, profiles or values of the wrong type are rejected
+before anything runs, with the valid choices listed (exit status 2).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import pipeline
+from .paths import project_root
+
+
+def _chapters(root: Path) -> dict:
+    """Chapter name -> (doc, default parameters), in table-of-contents order."""
+    import jupytext
+
+    out = {}
+    for doc in pipeline.toc_files(root):
+        src = root / f"{doc}.md"
+        if pipeline.is_notebook(src):
+            out[Path(doc).name] = (doc, pipeline.chapter_parameters(jupytext.read(src)))
+    return out
+
+
+def _profiles(root: Path) -> dict:
+    return yaml.safe_load((root / "book" / "profiles.yml").read_text())
+
+
+def _fail(parser, msg):
+    parser.exit(2, f"p2pntk: error: {msg}\n")
+
+
+def _parse_overrides(parser, chapter: str, defaults: dict, items: list[str]) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            _fail(parser, f"override {item!r} must look like NAME=VALUE")
+        name, text = item.split("=", 1)
+        if name not in defaults:
+            _fail(parser, f"chapter {chapter!r} has no parameter {name!r}; its parameters: {', '.join(defaults)}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word is a string: -p dataset=digits
+        want = type(defaults[name])
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            _fail(parser, f"parameter {name!r} of {chapter!r} takes a {want.__name__} "
+                          f"(default {defaults[name]!r}), got {value!r}")
+        out[name] = value
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="p2pntk", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_list = sub.add_parser("chapters", help="list the chapters and their parameters")
+    p_list.add_argument("--profile", default="ci", help="show this profile's values (default: ci)")
+    p_run = sub.add_parser("run", help="execute one chapter with parameter overrides")
+    p_run.add_argument("chapter", help="chapter name (see `p2pntk chapters`)")
+    p_run.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
+                       help="override a parameter (Python literal; repeatable)")
+    p_run.add_argument("--profile", default="ci", help="profile the overrides apply on top of (default: ci)")
+    p_run.add_argument("--html", action="store_true", help="also rebuild the HTML book")
+    p_rep = sub.add_parser("reproduce", help="execute every chapter of a profile and build the book")
+    p_rep.add_argument("--profile", default="ci", help="ci (minutes) or paper (full size, hours)")
+    p_rep.add_argument("--force", action="store_true", help="re-execute chapters whose cache key is unchanged")
+    args = parser.parse_args(argv)
+
+    root = project_root()
+    if not (root / "_toc.yml").is_file():
+        _fail(parser, f"no _toc.yml in {root} or its parents: run p2pntk inside the repository")
+    profiles = _profiles(root)
+    if args.profile not in profiles:
+        _fail(parser, f"unknown profile {args.profile!r}; profiles: {', '.join(profiles)}")
+    chapters = _chapters(root)
+
+    if args.command == "chapters":
+        prof = profiles[args.profile] or {}
+        for name, (doc, defaults) in chapters.items():
+            print(f"{name}  ({doc}.md)")
+            for k, v in defaults.items():
+                note = f"   [{args.profile}: {prof[name][k]!r}]" if k in prof.get(name, {}) else ""
+                print(f"    {k} = {v!r}{note}")
+        return
+    if args.command == "run":
+        if args.chapter not in chapters:
+            _fail(parser, f"unknown chapter {args.chapter!r}; chapters: {', '.join(chapters)}")
+        overrides = _parse_overrides(parser, args.chapter, chapters[args.chapter][1], args.param)
+        pipeline.build(args.profile, [args.chapter], html=args.html, extra={args.chapter: overrides})
+        print(f"executed notebook: {root / '_build' / 'stage' / chapters[args.chapter][0]}.ipynb")
+        return
+    pipeline.build(args.profile, force=args.force)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
