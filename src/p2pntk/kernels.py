@@ -120,15 +120,15 @@ def _mlp_factors(params, x, spec):
 def structured_ntk(apply_fn, params, x1, x2=None, *, resolved: bool = True):
     r"""Empirical NTK of a network built by :func:`mlp`, from its layer structure.
 
-    For a dense layer :math:`h_l = rac{\sigma_w}{\sqrt{n_{l-1}}} a_{l-1} W_l + \sigma_b b_l`,
-    :math:`\partial f_c/\partial W_l = rac{\sigma_w}{\sqrt{n_{l-1}}} a_{l-1}\,\Delta_{l,c}^	op`
+    For a dense layer :math:`h_l = \frac{\sigma_w}{\sqrt{n_{l-1}}} a_{l-1} W_l + \sigma_b b_l`,
+    :math:`\partial f_c/\partial W_l = \frac{\sigma_w}{\sqrt{n_{l-1}}} a_{l-1}\,\Delta_{l,c}^\top`
     with :math:`\Delta_{l,c} = \partial f_c/\partial h_l`, so
 
-    .. math:: K(x,x')_{cc'} = \sum_l \Big(rac{\sigma_w^2}{n_{l-1}} a_{l-1}(x)^	op a_{l-1}(x')
-              + \sigma_b^2\Big)\, \Delta_{l,c}(x)^	op \Delta_{l,c'}(x') .
+    .. math:: K(x,x')_{cc'} = \sum_l \Big(\frac{\sigma_w^2}{n_{l-1}} a_{l-1}(x)^\top a_{l-1}(x')
+              + \sigma_b^2\Big)\, \Delta_{l,c}(x)^\top \Delta_{l,c'}(x') .
 
     Cost :math:`O(\sum_l N_1 N_2 C^2 n_l)` and memory :math:`O(N C n_l)`, instead of
-    the :math:`N C 	imes P` Jacobian of ``JACOBIAN_CONTRACTION`` (neural-tangents'
+    the :math:`N C \times P` Jacobian of ``JACOBIAN_CONTRACTION`` (neural-tangents'
     own structured implementation crashes with the pinned jax). Equal to
     neural-tangents' kernel to round-off (tested).
     """

@@ -105,10 +105,9 @@ def cache_key(root: Path, source: Path, params: dict) -> str:
     h = hashlib.sha256()
     h.update(source.read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
-    h.update((root / "pyproject.toml").read_bytes())
-    for f in sorted((root / "src" / "p2pntk").rglob("*.py")):
-        h.update(f.relative_to(root).as_posix().encode())
-        h.update(f.read_bytes())
+    from .results import code_hash
+
+    h.update(code_hash().encode())  # the package actually imported, and the pins
     return h.hexdigest()
 
 
@@ -137,17 +136,23 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
         raise SystemExit(f"{doc}: unknown parameters {sorted(unknown)}; the chapter's parameters are {sorted(defaults)}")
     names = figure_names(nb)
     out = stage / f"{doc}.ipynb"
+    src_nb = out.with_suffix(".input.ipynb")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    jupytext.write(nb, src_nb)
+    seen = set(papermill.inspect_notebook(str(src_nb)))
+    if seen != set(defaults):  # e.g. an '=' in a comment confuses papermill's parser
+        src_nb.unlink()
+        raise SystemExit(f"{doc}: papermill reads the parameters cell as {sorted(seen)}, "
+                         f"the pipeline as {sorted(defaults)}; simplify the parameters cell")
     key = cache_key(root, source, params)
     if not force and out.is_file():
         old = nbformat.read(out, as_version=4)
         rec = old.metadata.get("p2pntk", {})
         if rec.get("cache_key") == key and not _figures_ok(fig_dir, names):
             print(f"[pipeline] {doc}: up to date (cache key {key[:12]})", flush=True)
+            src_nb.unlink(missing_ok=True)
             return rec
-    out.parent.mkdir(parents=True, exist_ok=True)
-    src_nb = out.with_suffix(".input.ipynb")
-    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
-    jupytext.write(nb, src_nb)
     print(f"[pipeline] {doc}: executing with {params or 'defaults'}", flush=True)
     t0 = time.perf_counter()
     try:

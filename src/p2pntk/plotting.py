@@ -6,6 +6,8 @@ same parameters give the same files.
 """
 from __future__ import annotations
 
+import logging
+
 import matplotlib
 import matplotlib.pyplot as plt
 import seaborn as sns
@@ -38,6 +40,7 @@ def save(fig: plt.Figure, name: str) -> list:
     ``name`` is the figure's label in the book (``fig-...``); the pipeline checks
     that every figure a chapter names was written and is not empty.
     """
+    logging.getLogger("fontTools").setLevel(logging.ERROR)  # font-subsetting chatter on PDF save
     out = figures_dir()
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     fig.savefig(paths[0], metadata={"Software": None})
