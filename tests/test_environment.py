@@ -19,3 +19,10 @@ def test_environment_yml_matches_pyproject_pins():
     assert {p for p in pip if not p.startswith("-e")} == pins
     py = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
     assert py == "python=3.11"
+
+
+def test_only_kernels_module_imports_neural_tangents():
+    src = ROOT / "src" / "p2pntk"
+    importers = sorted(p.name for p in src.glob("*.py") if re.search(r"^\s*(import|from)\s+neural_tangents",
+                                                                       p.read_text(), re.M))
+    assert importers == ["kernels.py"]

@@ -61,12 +61,13 @@ def digits_problem(n_train: int, n_test: int, n_agents: int, width: int, *, dept
     :func:`p2pntk.data.partition` (scheme ``partition``, seed ``seed``). Network:
     :func:`p2pntk.kernels.mlp` with ``width``, ``depth`` and 10 outputs, initialised
     with ``jax.random.PRNGKey(seed)``. Kernel: :func:`p2pntk.kernels.empirical_ntk`
-    at :math:`\theta_0`, output-resolved if ``resolved`` else shared.
+    at :math:`\theta_0`, output-resolved if ``resolved`` else shared. The stratified
+    split needs ``n_train`` and ``n_test`` at least 10 (one image per class).
 
     Example:
-        >>> p = digits_problem(12, 4, 3, 32, seed=1)
+        >>> p = digits_problem(20, 10, 4, 32, seed=1)
         >>> p.K.shape, p.K_test.shape, p.f0.shape, np.bincount(p.owner).tolist()
-        ((12, 10, 12, 10), (4, 10, 12, 10), (12, 10), [4, 4, 4])
+        ((20, 10, 20, 10), (10, 10, 20, 10), (20, 10), [5, 5, 5, 5])
     """
     import jax
     import jax.numpy as jnp
@@ -91,8 +92,8 @@ def relative_error(a, b) -> float:
     r"""Relative error :math:`\|a - b\|_2 / \|b\|_2` (Frobenius norm over all entries).
 
     Example:
-        >>> relative_error([1.0, 2.0], [1.0, 1.0])
-        0.7071067811865476
+        >>> round(relative_error([1.0, 3.0], [1.0, 1.0]), 12)
+        1.414213562373
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
@@ -164,31 +165,81 @@ def disagreement(K, coef) -> float:
     return float(np.sqrt(max(_quadratic(K, dev, dev).sum(), 0.0)))
 
 
-def local_gradients_norm(K, owner, f0, y, coef) -> float:
-    r"""Norm of the stacked local gradients of the linearised losses, :math:`\|g(\Theta)\|_2`.
+def local_gradients(K, owner, f0, y, coef) -> np.ndarray:
+    r"""Coefficients of every agent's local gradient of the linearised loss.
 
     With :math:`\theta_q = \theta_0 + J^\top a_q`, agent q's gradient is
-    :math:`\nabla L_q(\theta_q) = J^\top D_q r_q`, :math:`r_q = f_0 + K a_q - y`,
-    :math:`D_q = \mathrm{diag}(\mathbb 1[i\in q]/N_q)`, so
-
-    .. math:: \|g(\Theta)\|_2^2 = \sum_q (D_q r_q)^\top K (D_q r_q).
+    :math:`\nabla L_q(\theta_q) = J^\top D_q r_q` with :math:`r_q = f_0 + K a_q - y`
+    and :math:`D_q = \mathrm{diag}(\mathbb 1[i\in q]/N_q)`; this returns the
+    coefficients :math:`D_q r_q`, so that norms follow from :func:`row_space_norms`
+    and the gradient itself from :func:`p2pntk.dynamics.parameters`-style VJPs.
 
     Args:
         K: (N, C, N, C) or (N, N) NTK Gram matrix; owner (N,); f0, y (N, C); coef (Q, N, C).
+
+    Returns:
+        (Q, N, C) array.
+
+    Example:
+        >>> local_gradients(np.eye(2), [0, 1], np.zeros((2, 1)), np.ones((2, 1)), np.zeros((2, 2, 1)))[:, :, 0]
+        array([[-1., -0.],
+               [-0., -1.]])
     """
     coef = np.asarray(coef, dtype=np.float64)
     owner = np.asarray(owner)
     Q = coef.shape[0]
     K = np.asarray(K, dtype=np.float64)
-    if K.ndim == 4:
-        Ka = np.einsum("icjd,qjd->qic", K, coef)
-    else:
-        Ka = np.einsum("ij,qjc->qic", K, coef)
-    r = np.asarray(f0)[None] + Ka - np.asarray(y)[None]
+    Ka = np.einsum("icjd,qjd->qic", K, coef) if K.ndim == 4 else np.einsum("ij,qjc->qic", K, coef)
+    r = np.asarray(f0, dtype=np.float64)[None] + Ka - np.asarray(y, dtype=np.float64)[None]
     counts = np.bincount(owner, minlength=Q)
     D = (owner[None, :] == np.arange(Q)[:, None]) / counts[:, None]
-    g = D[:, :, None] * r
+    return D[:, :, None] * r
+
+
+def local_gradients_norm(K, owner, f0, y, coef) -> float:
+    r"""Norm of the stacked local gradients, :math:`\|g(\Theta)\|_2^2 = \sum_q (D_q r_q)^\top K (D_q r_q)`.
+
+    See :func:`local_gradients`.
+    """
+    g = local_gradients(K, owner, f0, y, coef)
     return float(np.sqrt(max(_quadratic(K, g, g).sum(), 0.0)))
+
+
+def centralized_minimizer(K, owner, f0, y) -> np.ndarray:
+    r"""Coefficients of the minimum-norm minimiser of the centralised linearised loss.
+
+    :math:`L(\theta) = \frac1Q\sum_q L_q(\theta)` with :math:`\theta = \theta_0 + J^\top a`
+    is :math:`\tfrac12 r^\top \bar D r`, :math:`r = f_0 + K a - y`,
+    :math:`\bar D = \frac1Q \sum_q D_q`. With :math:`K = F F^\top`
+    (:math:`F = U_r\Lambda_r^{1/2}`, full column rank) and :math:`z = F^\top a`, the
+    minimiser is unique in the row space of :math:`J`:
+
+    .. math:: z_c = -(F^\top \bar D F)^{-1} F^\top \bar D (f_0 - y), \qquad
+              a_c = F^{+\top} z_c = U_r \Lambda_r^{-1/2} z_c .
+
+    Returns:
+        (N, C) coefficients :math:`a_c`.
+
+    Example:
+        >>> centralized_minimizer(np.eye(2), [0, 1], np.zeros((2, 1)), np.ones((2, 1)))[:, 0]
+        array([1., 1.])
+    """
+    K = np.asarray(K, dtype=np.float64)
+    f0, y = np.asarray(f0, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    owner = np.asarray(owner)
+    N, C = f0.shape
+    Q = owner.max() + 1
+    dbar = (1.0 / np.bincount(owner, minlength=Q))[owner] / Q          # (N,) diagonal of D-bar
+    if K.ndim == 4:
+        Km, d, r0 = K.reshape(N * C, N * C), np.repeat(dbar, C), (f0 - y).reshape(N * C, 1)
+    else:
+        Km, d, r0 = K, dbar, f0 - y
+    s, U = np.linalg.eigh(Km)
+    keep = s > max(s.max(), 0) * Km.shape[0] * np.finfo(float).eps
+    F = U[:, keep] * np.sqrt(s[keep])
+    z = -np.linalg.solve(F.T @ (d[:, None] * F), F.T @ (d[:, None] * r0))
+    a = (U[:, keep] / np.sqrt(s[keep])) @ z
+    return a.reshape(N, C)
 
 
 def mean_loss(outputs, y) -> np.ndarray:
