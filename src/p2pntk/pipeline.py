@@ -4,8 +4,8 @@ Chapters are MyST-markdown notebooks under ``book/``; each has exactly one cell
 tagged ``parameters``. A *profile* (``ci``, ``paper``) is a set of parameter
 overrides per chapter, all in ``book/profiles.yml``. The build
 
-1. stages ``_config.yml``, ``_toc.yml``, ``references.bib`` and the static pages
-   into ``_build/stage``;
+1. stages ``_config.yml``, ``_toc.yml``, ``references.bib``, the static pages and
+   ``_vendor/`` (MathJax, fetched by ``make mathjax``) into ``_build/stage``;
 2. converts each chapter with jupytext, checks the profile's parameter names
    against the chapter's ``parameters`` cell, and executes it with papermill into
    ``_build/stage/book/<chapter>.ipynb`` (papermill's ``injected-parameters`` cell
@@ -43,6 +43,7 @@ import yaml
 from .paths import build_dir, project_root
 
 STAGED_FILES = ("_config.yml", "_toc.yml", "references.bib")
+VENDOR = "_vendor"  # third-party static files fetched at set-up time (git-ignored)
 
 
 def toc_files(root: Path) -> list[str]:
@@ -212,6 +213,16 @@ def check_html(html_dir: Path) -> list[str]:
     return missing
 
 
+def _check_mathjax(stage: Path) -> None:
+    """Fail early if ``mathjax_path`` is a local file that no static folder of the stage holds."""
+    config = yaml.safe_load((stage / "_config.yml").read_text()).get("sphinx", {}).get("config", {})
+    path = config.get("mathjax_path")
+    if path and "://" not in path:
+        folders = config.get("html_static_path", [])
+        if not any((stage / d / path).is_file() for d in folders):
+            raise SystemExit(f"MathJax ({path}) not found in the static folders {folders}; run `make mathjax`")
+
+
 def build(profile: str = "ci", chapters: list[str] | None = None, force: bool = False, html: bool = True,
           extra: dict | None = None) -> None:
     """Execute the chapters of ``profile`` and build the HTML book into ``_build/html``.
@@ -242,6 +253,11 @@ def build(profile: str = "ci", chapters: list[str] | None = None, force: bool = 
         shutil.copy2(root / f, stage / f)
     if (root / "book" / "_static").is_dir():
         shutil.copytree(root / "book" / "_static", stage / "book" / "_static", dirs_exist_ok=True)
+    shutil.rmtree(stage / VENDOR, ignore_errors=True)
+    if (root / VENDOR).is_dir():
+        shutil.copytree(root / VENDOR, stage / VENDOR)
+    if html:
+        _check_mathjax(stage)  # before executing anything
     prov_file = build_dir() / "provenance.json"
     prov = json.loads(prov_file.read_text()) if prov_file.is_file() else {}
     if prov.get("profile") != profile:
