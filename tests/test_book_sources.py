@@ -38,3 +38,8 @@ def test_profiles_name_existing_chapters_and_parameters(profile):
         assert set(params) <= set(defaults), (chapter, set(params) - set(defaults))
         for k, v in params.items():
             assert type(v) is type(defaults[k]), (chapter, k)
+
+
+def test_figure_names_unique_across_the_book():
+    names = [n for d in CHAPTERS for n in pipeline.figure_names(jupytext.read(ROOT / f"{d}.md"))]
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})

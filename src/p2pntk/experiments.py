@@ -10,7 +10,8 @@ Norms in parameter space are computed without forming a single parameter vector:
 a displacement :math:`J^\top a` (:math:`a \in \mathbb R^{N\times C}`, :math:`J` the
 training Jacobian at :math:`\theta_0`) has
 
-.. math:: \|J^\top a\|_2^2 = a^\top J J^\top a = a^\top K a ,
+.. math:: \|J^\top a\|_2^2 = a^\top J J^\top a = a^\top K a = \|F^\top a\|_2^2 ,
+          \qquad K = F F^\top ,
 
 with :math:`K` the NTK Gram matrix of the training points (output-resolved
 ``(N, C, N, C)``, or shared ``(N, N)`` standing for :math:`K\otimes I_C`).
@@ -123,19 +124,66 @@ def flatten_agents(stacked_params) -> np.ndarray:
     return np.concatenate([np.asarray(v, dtype=np.float64).reshape(Q, -1) for v in leaves], axis=1)
 
 
-def _quadratic(K, u, v) -> np.ndarray:
-    r""":math:`u_q^\top K v_q` for every leading index q; u, v (Q, N, C)."""
-    K = np.asarray(K, dtype=np.float64)
-    if K.ndim == 4:
-        N, C = K.shape[:2]
-        Km = K.reshape(N * C, N * C)
-        uu, vv = u.reshape(u.shape[0], -1), v.reshape(v.shape[0], -1)
-        return np.einsum("qi,ij,qj->q", uu, Km, vv)
-    return np.einsum("qic,ij,qjc->q", u, K, v)
+_FACTORS: dict = {}
+
+
+def row_space_factor(K) -> np.ndarray:
+    r"""Factor :math:`F = U_r\Lambda_r^{1/2}` with :math:`K = FF^\top` on the range of :math:`K`.
+
+    Eigenvalues at or below :math:`\lambda_{\max} \cdot n \cdot \epsilon` (:math:`n`
+    the size of the matrix, :math:`\epsilon` the float64 machine epsilon) are treated
+    as zero — the cut of :mod:`p2pntk.stability` — so that round-off in the null space
+    of a rank-deficient kernel does not enter the norms below (through the quadratic
+    form :math:`a^\top K a` it would, at the level :math:`\sqrt\epsilon`). Cached by the
+    bytes of ``K``.
+
+    Args:
+        K: (N, C, N, C) output-resolved (factor of the (NC, NC) matrix) or (N, N) shared.
+
+    Returns:
+        (n, r) array, :math:`n = NC` or :math:`N`, :math:`r = \mathrm{rank}\,K`.
+
+    Example:
+        >>> row_space_factor(np.diag([4.0, 0.0])).round(12)
+        array([[2.],
+               [0.]])
+    """
+    import hashlib
+
+    K = np.ascontiguousarray(K, dtype=np.float64)
+    key = (K.shape, hashlib.sha1(K.tobytes()).hexdigest())
+    if key not in _FACTORS:
+        n = int(round(np.sqrt(K.size)))
+        s, U = np.linalg.eigh(K.reshape(n, n))
+        keep = s > max(s.max(), 0.0) * n * np.finfo(float).eps
+        if len(_FACTORS) > 16:
+            _FACTORS.clear()
+        _FACTORS[key] = U[:, keep] * np.sqrt(s[keep])
+    return _FACTORS[key]
+
+
+def row_space_coordinates(K, coef) -> np.ndarray:
+    r"""Coordinates :math:`z_q = F^\top a_q` of the displacements :math:`J^\top a_q`.
+
+    :math:`J^\top a = V F^\top a` with :math:`V` orthonormal (thin SVD of :math:`J`),
+    so :math:`\|J^\top a\|_2 = \|F^\top a\|_2`: every parameter-space norm is a
+    Euclidean norm of these coordinates (:func:`row_space_factor`).
+
+    Args:
+        K: (N, C, N, C) or (N, N); coef: (Q, N, C).
+
+    Returns:
+        (Q, r, 1) for the output-resolved kernel, (Q, r, C) for the shared one.
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    F = row_space_factor(K)
+    if np.ndim(K) == 4:
+        return np.einsum("nr,qn->qr", F, coef.reshape(coef.shape[0], -1))[:, :, None]
+    return np.einsum("nr,qnc->qrc", F, coef)
 
 
 def row_space_norms(K, coef) -> np.ndarray:
-    r"""Parameter-space norms :math:`\|J^\top a_q\|_2 = (a_q^\top K a_q)^{1/2}` of each agent's displacement.
+    r"""Parameter-space norms :math:`\|J^\top a_q\|_2 = \|F^\top a_q\|_2` of each agent's displacement.
 
     Args:
         K: (N, C, N, C) or (N, N) NTK Gram matrix of the training points.
@@ -145,24 +193,23 @@ def row_space_norms(K, coef) -> np.ndarray:
         >>> row_space_norms(np.eye(2), np.array([[[3.0], [4.0]]]))
         array([5.])
     """
-    coef = np.asarray(coef, dtype=np.float64)
-    return np.sqrt(np.clip(_quadratic(K, coef, coef), 0.0, None))
+    z = row_space_coordinates(K, coef)
+    return np.sqrt(np.sum(z ** 2, axis=(1, 2)))
 
 
 def disagreement(K, coef) -> float:
     r"""Disagreement of the agents in parameter space, :math:`\|\Theta_\perp\|_2`.
 
     .. math:: \|\Theta_\perp\|_2^2 = \sum_q \|\theta_q - \bar\theta\|_2^2
-              = \sum_q (a_q - \bar a)^\top K (a_q - \bar a), \qquad
+              = \sum_q \|F^\top (a_q - \bar a)\|_2^2, \qquad
               \bar a = \tfrac1Q \textstyle\sum_q a_q .
 
     Example:
-        >>> disagreement(np.eye(1), np.array([[[1.0]], [[-1.0]]]))
-        1.4142135623730951
+        >>> round(disagreement(np.eye(1), np.array([[[1.0]], [[-1.0]]])), 12)
+        1.414213562373
     """
     coef = np.asarray(coef, dtype=np.float64)
-    dev = coef - coef.mean(axis=0, keepdims=True)
-    return float(np.sqrt(max(_quadratic(K, dev, dev).sum(), 0.0)))
+    return float(np.linalg.norm(row_space_norms(K, coef - coef.mean(axis=0, keepdims=True))))
 
 
 def local_gradients(K, owner, f0, y, coef) -> np.ndarray:
@@ -172,7 +219,7 @@ def local_gradients(K, owner, f0, y, coef) -> np.ndarray:
     :math:`\nabla L_q(\theta_q) = J^\top D_q r_q` with :math:`r_q = f_0 + K a_q - y`
     and :math:`D_q = \mathrm{diag}(\mathbb 1[i\in q]/N_q)`; this returns the
     coefficients :math:`D_q r_q`, so that norms follow from :func:`row_space_norms`
-    and the gradient itself from :func:`p2pntk.dynamics.parameters`-style VJPs.
+    and each gradient vector from one vector–Jacobian product.
 
     Args:
         K: (N, C, N, C) or (N, N) NTK Gram matrix; owner (N,); f0, y (N, C); coef (Q, N, C).
@@ -197,12 +244,11 @@ def local_gradients(K, owner, f0, y, coef) -> np.ndarray:
 
 
 def local_gradients_norm(K, owner, f0, y, coef) -> float:
-    r"""Norm of the stacked local gradients, :math:`\|g(\Theta)\|_2^2 = \sum_q (D_q r_q)^\top K (D_q r_q)`.
+    r"""Norm of the stacked local gradients, :math:`\|g(\Theta)\|_2^2 = \sum_q \|F^\top D_q r_q\|_2^2`.
 
     See :func:`local_gradients`.
     """
-    g = local_gradients(K, owner, f0, y, coef)
-    return float(np.sqrt(max(_quadratic(K, g, g).sum(), 0.0)))
+    return float(np.linalg.norm(row_space_norms(K, local_gradients(K, owner, f0, y, coef))))
 
 
 def centralized_minimizer(K, owner, f0, y) -> np.ndarray:
