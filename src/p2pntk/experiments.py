@@ -132,7 +132,7 @@ def row_space_factor(K) -> np.ndarray:
 
     Eigenvalues at or below :math:`\lambda_{\max} \cdot n \cdot \epsilon` (:math:`n`
     the size of the matrix, :math:`\epsilon` the float64 machine epsilon) are treated
-    as zero — the cut of :mod:`p2pntk.stability` — so that round-off in the null space
+    as zero (:func:`p2pntk.stability.row_space_factor`, cached here by the bytes of ``K``), so that round-off in the null space
     of a rank-deficient kernel does not enter the norms below (through the quadratic
     form :math:`a^\top K a` it would, at the level :math:`\sqrt\epsilon`). Cached by the
     bytes of ``K``.
@@ -153,12 +153,12 @@ def row_space_factor(K) -> np.ndarray:
     K = np.ascontiguousarray(K, dtype=np.float64)
     key = (K.shape, hashlib.sha1(K.tobytes()).hexdigest())
     if key not in _FACTORS:
+        from .stability import row_space_factor as factor
+
         n = int(round(np.sqrt(K.size)))
-        s, U = np.linalg.eigh(K.reshape(n, n))
-        keep = s > max(s.max(), 0.0) * n * np.finfo(float).eps
         if len(_FACTORS) > 16:
             _FACTORS.clear()
-        _FACTORS[key] = U[:, keep] * np.sqrt(s[keep])
+        _FACTORS[key] = factor(K.reshape(n, n))[0]
     return _FACTORS[key]
 
 

@@ -32,7 +32,22 @@ def _system(algorithm, W, K, owner):
     return _System(algorithm, W, K, owner, np.zeros((N, C)), np.zeros((N, C)))
 
 
-def _factor(Kmat):
+def row_space_factor(Kmat):
+    r"""Factor :math:`F = U_r \Lambda_r^{1/2}` with :math:`K = F F^\top`, and :math:`U_r \Lambda_r^{-1/2}`.
+
+    ``Kmat`` is an (n, n) symmetric PSD matrix (a resolved kernel reshaped to (NC, NC)).
+    Eigenvalues at or below :math:`\lambda_{\max}\, n\, \epsilon` count as zero, so that
+    round-off in the null space of a rank-deficient kernel is ignored; null directions
+    of :math:`K` change no output and no parameter.
+
+    Returns:
+        ``(F, F_pinv_T)``, both (n, r) with :math:`r = \mathrm{rank}\,K`.
+
+    Example:
+        >>> F, G = row_space_factor(np.diag([4.0, 0.0]))
+        >>> F.ravel().tolist(), G.ravel().tolist()
+        ([2.0, 0.0], [0.5, 0.0])
+    """
     s, U = np.linalg.eigh(Kmat)
     keep = s > max(s.max(), 0) * Kmat.shape[0] * np.finfo(float).eps
     return U[:, keep] * np.sqrt(s[keep]), U[:, keep] / np.sqrt(s[keep])
@@ -40,7 +55,7 @@ def _factor(Kmat):
 
 def _local_blocks(sys):
     """G_q = F^T D_q F for every agent, (Q, r, r); and F, F^{+T}."""
-    F, Finv = _factor(sys.Kmat)
+    F, Finv = row_space_factor(sys.Kmat)
     G = np.stack([F.T @ (sys.d[q] * F) for q in range(sys.Q)])
     return G, F, Finv
 
