@@ -53,40 +53,50 @@ class Problem:
     K_test: np.ndarray
 
 
-def digits_problem(n_train: int, n_test: int, n_agents: int, width: int, *, depth: int = 1,
-                   partition: str = "iid", seed: int = 0, resolved: bool = True,
-                   activation: str = "relu") -> Problem:
-    r"""Digits split over ``n_agents`` agents, an MLP at :math:`\theta_0` and its empirical NTK.
+def problem(dataset: str, n_train: int, n_test: int, n_agents: int, width: int, *, depth: int = 1,
+            partition: str = "iid", alpha: float = 0.5, seed: int = 0, resolved: bool = True,
+            activation: str = "relu", with_kernel: bool = True) -> Problem:
+    r"""A data set split over ``n_agents`` agents, an MLP at :math:`\theta_0` and its empirical NTK.
 
-    Data: :func:`p2pntk.data.digits` (seed ``seed``), points assigned to agents by
-    :func:`p2pntk.data.partition` (scheme ``partition``, seed ``seed``). Network:
-    :func:`p2pntk.kernels.mlp` with ``width``, ``depth`` and 10 outputs, initialised
-    with ``jax.random.PRNGKey(seed)``. Kernel: :func:`p2pntk.kernels.empirical_ntk`
-    at :math:`\theta_0`, output-resolved if ``resolved`` else shared. The stratified
-    split needs ``n_train`` and ``n_test`` at least 10 (one image per class).
-
-    Example:
-        >>> p = digits_problem(20, 10, 4, 32, seed=1)
-        >>> p.K.shape, p.K_test.shape, p.f0.shape, np.bincount(p.owner).tolist()
-        ((20, 10, 20, 10), (10, 10, 20, 10), (20, 10), [5, 5, 5, 5])
+    Data: :func:`p2pntk.data.load` (``dataset``, seed ``seed``), points assigned to
+    agents by :func:`p2pntk.data.partition` (scheme ``partition``, Dirichlet ``alpha``,
+    seed ``seed``). Network: :func:`p2pntk.kernels.mlp` with ``width``, ``depth`` and
+    one output per class, initialised with ``jax.random.PRNGKey(seed)``. Kernel:
+    :func:`p2pntk.kernels.empirical_ntk` at :math:`\theta_0`, output-resolved if
+    ``resolved`` else shared; ``with_kernel=False`` leaves ``K`` and ``K_test`` as
+    ``None`` (for callers that time the kernel themselves). The stratified split
+    needs ``n_train`` and ``n_test`` at least 10 (one image per class).
     """
     import jax
     import jax.numpy as jnp
 
     from . import data, kernels
 
-    d = data.digits(n_train, n_test, seed=seed)
-    owner = data.partition(d["labels_train"], n_agents, partition, seed=seed)
+    d = data.load(dataset, n_train, n_test, seed=seed)
+    owner = data.partition(d["labels_train"], n_agents, partition, alpha=alpha, seed=seed)
     init_fn, apply_fn, kernel_fn = kernels.mlp(width, depth=depth, n_out=d["y_train"].shape[1],
                                                activation=activation)
     x, x_test = jnp.asarray(d["x_train"]), jnp.asarray(d["x_test"])
     _, params0 = init_fn(jax.random.PRNGKey(seed), (-1, x.shape[1]))
-    K = kernels.empirical_ntk(apply_fn, params0, x, resolved=resolved)
-    K_test = kernels.empirical_ntk(apply_fn, params0, x_test, x, resolved=resolved)
+    K = K_test = None
+    if with_kernel:
+        K = np.asarray(kernels.empirical_ntk(apply_fn, params0, x, resolved=resolved))
+        K_test = np.asarray(kernels.empirical_ntk(apply_fn, params0, x_test, x, resolved=resolved))
     return Problem(x=d["x_train"], y=d["y_train"], labels=d["labels_train"], x_test=d["x_test"],
                    y_test=d["y_test"], labels_test=d["labels_test"], owner=owner, apply_fn=apply_fn,
                    kernel_fn=kernel_fn, params0=params0, f0=np.asarray(apply_fn(params0, x)),
-                   f0_test=np.asarray(apply_fn(params0, x_test)), K=np.asarray(K), K_test=np.asarray(K_test))
+                   f0_test=np.asarray(apply_fn(params0, x_test)), K=K, K_test=K_test)
+
+
+def digits_problem(n_train: int, n_test: int, n_agents: int, width: int, **options) -> Problem:
+    r""":func:`problem` on scikit-learn's digits (the theory chapters' data).
+
+    Example:
+        >>> p = digits_problem(20, 10, 4, 32, seed=1)
+        >>> p.K.shape, p.K_test.shape, p.f0.shape, np.bincount(p.owner).tolist()
+        ((20, 10, 20, 10), (10, 10, 20, 10), (20, 10), [5, 5, 5, 5])
+    """
+    return problem("digits", n_train, n_test, n_agents, width, **options)
 
 
 def relative_error(a, b) -> float:
@@ -299,8 +309,9 @@ def mean_loss(outputs, y) -> np.ndarray:
     Returns:
         array of shape ``outputs.shape[:-3]``.
     """
-    r = np.asarray(outputs, dtype=np.float64) - np.asarray(y)
-    return 0.5 * np.sum(r ** 2, axis=-1).mean(axis=(-1, -2))
+    from .reproduction import mse
+
+    return mse(np.asarray(outputs, dtype=np.float64), np.asarray(y)).mean(axis=-1)
 
 
 def lazy_limit_errors(algorithm, W, K, owner, f0, y, lr, t, alphas) -> np.ndarray:

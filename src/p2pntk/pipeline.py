@@ -112,7 +112,7 @@ def cache_key(root: Path, source: Path, params: dict) -> str:
     return h.hexdigest()
 
 
-def _figures_ok(fig_dir: Path, names: list[str]) -> list[str]:
+def _missing_figures(fig_dir: Path, names: list[str]) -> list[str]:
     """Return the missing or empty figure files among ``names``."""
     bad = []
     for n in names:
@@ -150,7 +150,7 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
     if not force and out.is_file():
         old = nbformat.read(out, as_version=4)
         rec = old.metadata.get("p2pntk", {})
-        if rec.get("cache_key") == key and not _figures_ok(fig_dir, names):
+        if rec.get("cache_key") == key and not _missing_figures(fig_dir, names):
             print(f"[pipeline] {doc}: up to date (cache key {key[:12]})", flush=True)
             src_nb.unlink(missing_ok=True)
             return rec
@@ -168,7 +168,7 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
     finally:
         src_nb.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
-    missing = _figures_ok(fig_dir, names)
+    missing = _missing_figures(fig_dir, names)
     if missing:
         raise SystemExit(f"{doc}: figures missing or empty after execution: {missing}")
     executed = nbformat.read(out, as_version=4)

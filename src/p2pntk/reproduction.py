@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import data, dynamics, graphs, kernels, results, stability, training
+from . import dynamics, experiments, graphs, kernels, results, stability, training
 
 DEFAULTS = dict(
     dataset="digits", n_train=256, n_test=256, n_agents=8, topology="ring", rule="metropolis",
@@ -66,18 +66,23 @@ def _select(picks, stacked):
     return jnp.stack([stacked[l][0][:, i, j] for l, i, j in picks], axis=1)
 
 
+def _problem(cfg):
+    """The configuration's data, split, network and initial outputs (kernel not computed:
+    callers time it), with the label/target arrays under the names results files use."""
+    p = experiments.problem(cfg["dataset"], cfg["n_train"], cfg["n_test"], cfg["n_agents"], cfg["width"],
+                            depth=cfg["depth"], partition=cfg["partition"], alpha=cfg["alpha"], seed=cfg["seed"],
+                            activation=cfg["activation"], with_kernel=False)
+    d = dict(y_train=p.y, y_test=p.y_test, labels_train=p.labels, labels_test=p.labels_test)
+    return p, d, jnp.asarray(p.x), jnp.asarray(p.y), jnp.asarray(p.x_test)
+
+
 def run(config: dict) -> dict:
     """Run one configuration (keys of :data:`DEFAULTS`); returns a dict of arrays (see module docstring)."""
     cfg = _config(config)
     timings = {}
-    d = data.load(cfg["dataset"], cfg["n_train"], cfg["n_test"], seed=cfg["seed"])
-    x, y, xt = jnp.asarray(d["x_train"]), jnp.asarray(d["y_train"]), jnp.asarray(d["x_test"])
-    owner = data.partition(d["labels_train"], cfg["n_agents"], cfg["partition"], alpha=cfg["alpha"], seed=cfg["seed"])
+    p, d, x, y, xt = _problem(cfg)
+    owner, apply_fn, kernel_fn, params0, f0, f0t = p.owner, p.apply_fn, p.kernel_fn, p.params0, p.f0, p.f0_test
     W = graphs.mixing_matrix(graphs.topology(cfg["topology"], cfg["n_agents"], seed=cfg["seed"]), cfg["rule"])
-    init_fn, apply_fn, kernel_fn = kernels.mlp(cfg["width"], depth=cfg["depth"], n_out=y.shape[1],
-                                               activation=cfg["activation"])
-    _, params0 = init_fn(jax.random.PRNGKey(cfg["seed"]), x.shape)
-    f0, f0t = apply_fn(params0, x), apply_fn(params0, xt)
 
     t0 = time.perf_counter()
     K = np.asarray(kernels.empirical_ntk(apply_fn, params0, x))
@@ -172,12 +177,8 @@ def sweep(config: dict, lr_factors, topologies, sample) -> dict:
     training length.
     """
     cfg = _config(config)
-    d = data.load(cfg["dataset"], cfg["n_train"], cfg["n_test"], seed=cfg["seed"])
-    x, y, xt = jnp.asarray(d["x_train"]), jnp.asarray(d["y_train"]), jnp.asarray(d["x_test"])
-    owner = data.partition(d["labels_train"], cfg["n_agents"], cfg["partition"], alpha=cfg["alpha"], seed=cfg["seed"])
-    init_fn, apply_fn, _ = kernels.mlp(cfg["width"], depth=cfg["depth"], n_out=y.shape[1], activation=cfg["activation"])
-    _, params0 = init_fn(jax.random.PRNGKey(cfg["seed"]), x.shape)
-    f0, f0t = apply_fn(params0, x), apply_fn(params0, xt)
+    p, d, x, y, xt = _problem(cfg)
+    owner, apply_fn, params0, f0, f0t = p.owner, p.apply_fn, p.params0, p.f0, p.f0_test
     k_end = [cfg["steps"][-1]]
     shape = (len(lr_factors), len(topologies))
     pred_err, act_err = np.full(shape, np.nan), np.full(shape, np.nan)
