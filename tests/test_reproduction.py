@@ -4,7 +4,7 @@ Uses the reproduction chapter's own parameters (book/reproduction.md, ci profile
 and the same results cache, so the book reuses what this test computes.
 Measured on 2026-11-26 (digits, N = 128, Q = 8, width 1024, DGD on the ring,
 step 0.5 x bound, 300 iterations): relative error of predicted test outputs
-3.8% (resolved kernel) and 5.1% (traced); test accuracy 92.6% actual vs 92.8%
+3.3% (resolved kernel) and 5.0% (traced); test accuracy 91.7% actual and 91.7%
 predicted (the mean over agents). Thresholds: 6%, 8%, 2 points.
 """
 from pathlib import Path
