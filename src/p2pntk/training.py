@@ -12,6 +12,18 @@ With mixing matrix :math:`W` and step size :math:`\eta`, iteration :math:`k`:
   (every agent holds the same :math:`\theta`).
 
 All agents start from the common initialisation ``params0``.
+
+Execution: by default the Q agents are stacked on a leading axis and vmapped on one
+device, the mixing being :math:`(W\otimes I)\theta` (a ``tensordot``). With
+``simulate(..., devices=n)`` the agent axis is sharded over a 1-D mesh (axis
+``"agents"``, :func:`agent_mesh`) with ``shard_map``: device :math:`i` holds agents
+:math:`ib..ib+b-1` (:math:`b = Q/n`) with their local data, and each iteration
+communicates as follows — DGD: one mixing of :math:`\theta`; ATC: one mixing of the
+locally updated :math:`\theta - \eta\nabla L`; CTA: one mixing of :math:`\theta`
+before the gradient; centralised: one all-reduce (``psum``) of the gradients. A mixing
+is neighbour exchange (``ppermute``) for sparse banded/circulant :math:`W` or
+``all_gather`` for dense :math:`W` (:func:`mixing_plan`). The compiled iteration is
+cached per (algorithm, ``apply_fn``, mesh and mixing plan), and by jit per shapes.
 """
 from __future__ import annotations
 
@@ -305,6 +317,15 @@ def _sharded_functions(algorithm, apply_fn, mesh, plan, n_agents):
     return advance, outputs
 
 
+def _cached(builder, *key):
+    """``builder(*key)`` through its LRU cache, or uncached if ``key`` is not hashable."""
+    try:
+        hash(key)
+    except TypeError:
+        return builder.__wrapped__(*key)
+    return builder(*key)
+
+
 def _put(arr, sharding):
     """Global array from host data present (identically) in every process."""
     arr = np.asarray(arr)
@@ -393,7 +414,7 @@ def simulate(algorithm, apply_fn, params0, W, x, y, owner, lr, steps, *, x_test=
 
     if mesh is None:
         Wj = jnp.asarray(W, dtype=dtype)
-        adv, outputs = _compiled(algorithm, apply_fn)
+        adv, outputs = _cached(_compiled, algorithm, apply_fn)
         advance = lambda params, n: adv(params, n, Wj, xl, yl, wl, lr)
         params = jax.tree.map(lambda p: jnp.array(stacked(p)), params0)  # own copy (advance donates its input)
         x_eval = x
@@ -409,7 +430,7 @@ def simulate(algorithm, apply_fn, params0, W, x, y, owner, lr, steps, *, x_test=
             rows = np.arange(Q)
             coef = np.stack([W[rows, (rows + d) % Q] for d in plan[1]], axis=1)
         agents, repl = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
-        adv, out = _sharded_functions(algorithm, apply_fn, mesh, plan, Q)
+        adv, out = _cached(_sharded_functions, algorithm, apply_fn, mesh, plan, Q)
         coef, xl, yl, wl = (_put(a, agents) for a in (np.asarray(coef, dtype=dtype), xl, yl, wl))
         advance = lambda params, n: adv(params, n, coef, xl, yl, wl, lr)
         outputs = out
