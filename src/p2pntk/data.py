@@ -8,9 +8,12 @@ IDX files from a folder, by default Debian's package ``dataset-fashion-mnist``
 Conventions (stated once, used by every chapter):
 
 - inputs: each image flattened, pixel values centred by the training mean and
-  each row scaled to unit Euclidean norm, :math:`\|x_i\|_2 = 1`, so that
-  :math:`x^\top x'/d` is the correlation the NTK of the first layer sees up to the
-  factor :math:`d`;
+  each row scaled to Euclidean norm :math:`\sqrt d` (:math:`d` pixels), so that
+  :math:`x^\top x'/d` is the cosine similarity of two images and the first-layer
+  pre-activations :math:`\frac{\sigma_w}{\sqrt d} w^\top x` of an NTK-parameterised
+  network have variance :math:`\sigma_w^2`, the scale NTK theory assumes (with
+  rows of norm 1 they would have variance :math:`\sigma_w^2/d` and the bias would
+  dominate the first layer);
 - targets: one-hot minus :math:`1/C`, :math:`y_{ic} = \mathbb 1[c = \ell_i] - 1/C`
   (zero mean per example), predicted class :math:`\arg\max_c f_c(x)`.
 """
@@ -33,7 +36,7 @@ def _normalise(x_train, x_test):
     out = []
     for x in (x_train, x_test):
         x = x - mean
-        out.append(x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12))
+        out.append(x * (np.sqrt(x.shape[1]) / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)))
     return out
 
 
