@@ -116,7 +116,8 @@ def fashion_mnist(n_train: int = 1024, n_test: int = 1000, *, seed: int = 0, fol
     xtr, ltr = _idx_pair(folder, "train")
     xte, lte = _idx_pair(folder, "t10k")
     if n_train > len(xtr) or n_test > len(xte):
-        raise ValueError(f"at most {len(xtr)} training and {len(xte)} test points")
+        raise ValueError(f"n_train={n_train}, n_test={n_test}: Fashion-MNIST has at most {len(xtr)} training "
+                         f"and {len(xte)} test points")
 
     def pick(x, labels, n):
         if n == len(x):
@@ -162,7 +163,8 @@ def partition(labels, n_agents: int, scheme: str = "iid", *, alpha: float = 0.5,
     if scheme not in PARTITIONS:
         raise ValueError(f"unknown partition scheme={scheme!r}; allowed: {', '.join(PARTITIONS)}")
     if n_agents > N:
-        raise ValueError(f"n_agents={n_agents} exceeds the number of training points N={N}")
+        raise ValueError(f"n_agents={n_agents} exceeds the number of training points N={N}: "
+                         f"every agent needs at least one point, so n_agents must be at most {N}")
     rng = np.random.default_rng(seed)
     owner = np.empty(N, dtype=int)
     if scheme == "iid":

@@ -79,9 +79,9 @@ def load(path) -> tuple[dict, dict]:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except Exception as err:  # truncated zip, bad CRC, bad header: all mean "recompute"
-        raise ValueError(f"results file {path} is corrupt: {err}") from None
-    params = json.loads(str(arrays.pop("__params__")))
+        params = json.loads(str(arrays.pop("__params__")))
+    except Exception as err:  # truncated zip, bad CRC, bad header, no parameters: all mean "recompute"
+        raise ValueError(f"results file {path} is corrupt ({type(err).__name__}: {err})") from None
     return arrays, params
 
 
