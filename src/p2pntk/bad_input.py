@@ -218,15 +218,19 @@ def attempt(case: Case) -> tuple[str, str]:
     return "nothing", ""
 
 
-def table():
-    """Try every case; a DataFrame with the row, the input, what was raised, its message, and
-    whether both are the expected ones."""
+def table(only: str = ""):
+    """Try every case whose row contains ``only``; a DataFrame (rows numbered from 1) with the
+    bad input, the call, what it raised, its message (temporary folders shown as ``<tmp>``),
+    and whether both are the expected ones."""
     import pandas as pd
 
     rows = []
     for case in CASES:
+        if only not in case.row:
+            continue
         kind, message = attempt(case)
         ok = kind == case.expected.__name__ and re.search(case.match, message) is not None
+        message = re.sub(re.escape(tempfile.gettempdir()) + r"/tmp\w+", "<tmp>", message)
         rows.append({"bad input": case.row, "call": case.input, "raises": kind, "message": message,
                      "as expected": "yes" if ok else "NO"})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, index=range(1, len(rows) + 1))
