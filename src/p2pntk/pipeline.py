@@ -322,7 +322,8 @@ def build(profile: str = "ci", chapters: list[str] | None = None, force: bool = 
             shutil.copy2(source, stage / f"{doc}.md")
         elif not chapters or Path(doc).name in chapters:
             todo.append(doc)
-    bar = tqdm(todo, desc="chapters", unit="chapter", file=sys.stderr, disable=len(todo) < 2)
+    # a progress bar on a terminal only (disable=None): logs keep the [pipeline] lines
+    bar = tqdm(todo, desc="chapters", unit="chapter", file=sys.stderr, disable=None if len(todo) > 1 else True)
     for doc in bar:
         bar.set_postfix_str(Path(doc).name)
         prov["chapters"][doc] = execute_chapter(
