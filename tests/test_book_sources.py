@@ -38,6 +38,7 @@ def test_profiles_name_existing_chapters_and_parameters(profile):
         assert set(params) <= set(defaults), (chapter, set(params) - set(defaults))
         for k, v in params.items():
             assert type(v) is type(defaults[k]), (chapter, k)
+        assert pipeline.check_choices(chapter, {**defaults, **params}) is None
 
 
 def test_figure_names_unique_across_the_book():
