@@ -38,8 +38,22 @@ def test_profiles_name_existing_chapters_and_parameters(profile):
         assert set(params) <= set(defaults), (chapter, set(params) - set(defaults))
         for k, v in params.items():
             assert type(v) is type(defaults[k]), (chapter, k)
+        assert pipeline.check_choices(chapter, {**defaults, **params}) is None
 
 
 def test_figure_names_unique_across_the_book():
     names = [n for d in CHAPTERS for n in pipeline.figure_names(jupytext.read(ROOT / f"{d}.md"))]
     assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
+
+
+def test_prf_labels_unique_across_the_book():
+    """sphinx-proof labels live in one namespace for the whole book: a repeated label is a
+    "duplicate ... label" warning, an error under -W (unlabeled proofs get no label)."""
+    import re
+
+    labels = []
+    for d in DOCS:
+        text = (ROOT / f"{d}.md").read_text()
+        labels += re.findall(r"^[`:]{3,}\{prf:\w+\}[^\n]*\n(?::[a-z]+:[^\n]*\n)*?:label: (\S+)", text, flags=re.M)
+    assert len(labels) > 10  # the regular expression finds them
+    assert len(labels) == len(set(labels)), sorted({n for n in labels if labels.count(n) > 1})

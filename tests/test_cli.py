@@ -26,11 +26,45 @@ def test_chapters_lists_parameters_and_profile_values():
     (["run", "consensus", "-p", "n_agents=3.5"], "takes a int (default 16), got 3.5"),
     (["run", "consensus", "-p", "n_agents"], "must look like NAME=VALUE"),
     (["reproduce", "--profile", "huge"], "unknown profile 'huge'; profiles: ci, paper"),
+    (["run", "p2p_methods", "-p", "topology=rnig"],
+     "parameter 'topology' of 'p2p_methods': unknown value 'rnig'; allowed: ring, path, star, complete, grid"),
+    (["run", "consensus", "-p", "rule=uniform"], "unknown value 'uniform'; allowed: metropolis, max_degree"),
+    (["run", "stability", "-p", "partition=random"], "unknown value 'random'; allowed: iid, dirichlet, by_class"),
+    (["run", "sweep", "-p", "dataset=mnist"], "unknown value 'mnist'; allowed: digits, fashion_mnist"),
+    (["run", "sweep", "-p", "algorithm=sgd"], "unknown value 'sgd'; allowed: dgd, atc, cta, centralized"),
+    (["run", "linearized_dynamics", "-p", "check_topologies=['ring','torus']"], "unknown value 'torus'"),
 ])
 def test_bad_input_rejected_before_running(args, message):
     out = cli(*args)
     assert out.returncode == 2
     assert message in out.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["chapters"], ["run"], ["reproduce"]])
+def test_help_of_every_command(command):
+    out = cli(*command, "--help")
+    assert out.returncode == 0 and out.stdout.startswith(f"usage: p2pntk {' '.join(command)}".rstrip())
+    assert "--profile" in out.stdout or not command
+
+
+def test_allowed_values_come_from_the_package():
+    from p2pntk import data, graphs, pipeline, training
+
+    assert pipeline.allowed_values("topology") == graphs.TOPOLOGIES
+    assert pipeline.allowed_values("check_topologies") == graphs.TOPOLOGIES
+    assert pipeline.allowed_values("algorithms") == training.ALGORITHMS
+    assert pipeline.allowed_values("partition") == data.PARTITIONS
+    assert pipeline.allowed_values("lr_factor") is None and pipeline.allowed_values("n_agents") is None
+
+
+def test_bad_profile_value_stops_the_build_before_running(tmp_path, monkeypatch):
+    from p2pntk import pipeline
+
+    monkeypatch.setenv("P2PNTK_BUILD", str(tmp_path))
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit, match="parameter 'topology' of 'ntk': unknown value 'rnig'"):
+        pipeline.build("ci", ["ntk"], html=False, extra={"ntk": {"topology": "rnig"}})
+    assert not (tmp_path / "stage").exists()
 
 
 def test_run_one_chapter_with_override_end_to_end(tmp_path):

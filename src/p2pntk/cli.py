@@ -7,8 +7,11 @@
   ``_build/stage/book/`` and its figures to ``_build/figures/``;
 - ``p2pntk reproduce [--profile P]`` executes every chapter and builds the book.
 
-Unknown chapters, parameters, profiles or values of the wrong type are rejected
-before anything runs, with the valid choices listed (exit status 2).
+Unknown chapters, parameters, profiles, values of the wrong type, and string
+values outside their allowed set (``topology``, ``rule``, ``algorithm``,
+``dataset``, ``partition``, ``activation`` and their lists, see
+:data:`p2pntk.pipeline.CHOICES`) are rejected before anything runs, with the
+valid choices listed (exit status 2). ``p2pntk COMMAND --help`` describes each command.
 """
 from __future__ import annotations
 
@@ -61,6 +64,9 @@ def _parse_overrides(parser, chapter: str, defaults: dict, items: list[str]) -> 
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
             _fail(parser, f"parameter {name!r} of {chapter!r} takes a {want.__name__} "
                           f"(default {defaults[name]!r}), got {value!r}")
+        msg = pipeline.check_choices(chapter, {name: value})
+        if msg:
+            _fail(parser, msg)
         out[name] = value
     return out
 
@@ -68,15 +74,22 @@ def _parse_overrides(parser, chapter: str, defaults: dict, items: list[str]) -> 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="p2pntk", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_list = sub.add_parser("chapters", help="list the chapters and their parameters")
+    p_list = sub.add_parser("chapters", help="list the chapters and their parameters",
+                            description="List the chapters, their parameters (default, the profile's value "
+                                        "where it differs, and the allowed values of string parameters).")
     p_list.add_argument("--profile", default="ci", help="show this profile's values (default: ci)")
-    p_run = sub.add_parser("run", help="execute one chapter with parameter overrides")
+    p_run = sub.add_parser("run", help="execute one chapter with parameter overrides",
+                           description="Execute one chapter with papermill, with the profile's parameters and "
+                                       "the overrides -p NAME=VALUE (checked before anything runs), e.g. "
+                                       "`p2pntk run consensus -p n_agents=9 -p rule=max_degree`.")
     p_run.add_argument("chapter", help="chapter name (see `p2pntk chapters`)")
     p_run.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
                        help="override a parameter (Python literal; repeatable)")
     p_run.add_argument("--profile", default="ci", help="profile the overrides apply on top of (default: ci)")
     p_run.add_argument("--html", action="store_true", help="also rebuild the HTML book")
-    p_rep = sub.add_parser("reproduce", help="execute every chapter of a profile and build the book")
+    p_rep = sub.add_parser("reproduce", help="execute every chapter of a profile and build the book",
+                           description="Execute every chapter of a profile (chapters whose cache key is "
+                                       "unchanged are reused) and build the HTML book into _build/html.")
     p_rep.add_argument("--profile", default="ci", help="ci (minutes) or paper (full size, hours)")
     p_rep.add_argument("--force", action="store_true", help="re-execute chapters whose cache key is unchanged")
     args = parser.parse_args(argv)
@@ -95,6 +108,8 @@ def main(argv=None) -> None:
             print(f"{name}  ({doc}.md)")
             for k, v in defaults.items():
                 note = f"   [{args.profile}: {prof[name][k]!r}]" if k in prof.get(name, {}) else ""
+                allowed = pipeline.allowed_values(k)
+                note += f"   (values: {', '.join(allowed)})" if allowed else ""
                 print(f"    {k} = {v!r}{note}")
         return
     if args.command == "run":

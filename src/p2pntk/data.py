@@ -87,7 +87,7 @@ def read_idx(path) -> np.ndarray:
     size = int(np.prod(dims)) * dtype.itemsize
     if len(raw) - 4 - 4 * ndim != size:
         raise ValueError(f"{path}: truncated or corrupt IDX file ({len(raw) - 4 - 4 * ndim} data bytes, "
-                         f"{size} expected for shape {tuple(dims)})")
+                         f"{size} expected for shape {tuple(dims.tolist())})")
     return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -118,8 +118,13 @@ def fashion_mnist(n_train: int = 1024, n_test: int = 1000, *, seed: int = 0, fol
     folder = Path(folder or os.environ.get("P2PNTK_FASHION_MNIST", FASHION_MNIST_DIR))
     xtr, ltr = _idx_pair(folder, "train")
     xte, lte = _idx_pair(folder, "t10k")
+    for name, x in (("training", xtr), ("test", xte)):
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{folder}: the Fashion-MNIST {name} images contain NaN or inf; "
+                             "pixel values must be finite")
     if n_train > len(xtr) or n_test > len(xte):
-        raise ValueError(f"at most {len(xtr)} training and {len(xte)} test points")
+        raise ValueError(f"n_train={n_train}, n_test={n_test}: Fashion-MNIST has at most {len(xtr)} training "
+                         f"and {len(xte)} test points")
 
     def pick(x, labels, n):
         if n == len(x):
@@ -165,7 +170,8 @@ def partition(labels, n_agents: int, scheme: str = "iid", *, alpha: float = 0.5,
     if scheme not in PARTITIONS:
         raise ValueError(f"unknown partition scheme={scheme!r}; allowed: {', '.join(PARTITIONS)}")
     if n_agents > N:
-        raise ValueError(f"n_agents={n_agents} exceeds the number of training points N={N}")
+        raise ValueError(f"n_agents={n_agents} exceeds the number of training points N={N}: "
+                         f"every agent needs at least one point, so n_agents must be at most {N}")
     rng = np.random.default_rng(seed)
     owner = np.empty(N, dtype=int)
     if scheme == "iid":

@@ -108,6 +108,13 @@ def topology(name: str, n_agents: int, *, seed: int = 0, **options) -> nx.Graph:
     return g
 
 
+def _check_connected(graph: nx.Graph) -> None:
+    if graph.number_of_nodes() == 0 or not nx.is_connected(graph):
+        parts = [sorted(c) for c in nx.connected_components(graph)]
+        raise ValueError(f"graph is disconnected ({len(parts)} components, e.g. nodes {parts[-1][:5]}): "
+                         "average consensus cannot reach the network average; the graph must be connected")
+
+
 def mixing_matrix(graph: nx.Graph, rule: str = "metropolis") -> np.ndarray:
     r"""Symmetric doubly stochastic mixing matrix of a connected graph.
 
@@ -140,8 +147,7 @@ def mixing_matrix(graph: nx.Graph, rule: str = "metropolis") -> np.ndarray:
     n = graph.number_of_nodes()
     if sorted(graph.nodes) != list(range(n)):
         raise ValueError("graph nodes must be the integers 0..Q-1")
-    if n == 0 or not nx.is_connected(graph):
-        raise ValueError("graph is disconnected: average consensus cannot reach the network average")
+    _check_connected(graph)
     deg = np.array([graph.degree(q) for q in range(n)], dtype=np.float64)
     W = np.zeros((n, n))
     for q, l in graph.edges:
@@ -161,9 +167,14 @@ def check_mixing_matrix(W, graph: nx.Graph | None = None, *, atol: float = 1e-10
     r"""Validate a mixing matrix and return it as float64.
 
     Checks: square, finite, non-negative, rows and columns summing to one
-    (doubly stochastic), symmetric, and — if ``graph`` is given — zero outside
-    the graph's edges and the diagonal. Each failure raises ``ValueError``
-    naming the parameter ``W`` and what is required.
+    (doubly stochastic), symmetric. If ``graph`` is given, the sparsity of ``W``
+    must be exactly the graph's: ``graph`` connected, :math:`W_{ql} = 0` for
+    every non-edge and :math:`W_{ql} > 0` for every edge :math:`(q, l)`
+    (the diagonal is free). An edge of zero weight is rejected too: it is a
+    link the algorithm never uses, so ``graph`` would not be the communication
+    graph of ``W`` (and its connectivity would not imply :math:`\rho(W) < 1`);
+    remove the edge instead. Each failure raises ``ValueError`` naming the
+    parameter and what is required.
 
     Example:
         >>> check_mixing_matrix([[0.5, 0.5], [0.2, 0.8]])
@@ -186,14 +197,23 @@ def check_mixing_matrix(W, graph: nx.Graph | None = None, *, atol: float = 1e-10
     if not np.allclose(W, W.T, atol=atol):
         raise ValueError("W must be symmetric")
     if graph is not None:
-        if graph.number_of_nodes() != W.shape[0]:
-            raise ValueError(f"W is {W.shape[0]}x{W.shape[0]} but the graph has {graph.number_of_nodes()} nodes")
-        allowed = nx.to_numpy_array(graph, nodelist=range(W.shape[0])) > 0
-        allowed |= np.eye(W.shape[0], dtype=bool)
-        bad = np.argwhere((np.abs(W) > atol) & ~allowed)
+        Q = W.shape[0]
+        if sorted(graph.nodes) != list(range(Q)):
+            raise ValueError(f"W is {Q}x{Q}: the graph's nodes must be 0..{Q - 1}, got {graph.number_of_nodes()} "
+                             f"nodes {sorted(graph.nodes)[:8]}")
+        _check_connected(graph)
+        edge = nx.to_numpy_array(graph, nodelist=range(Q)) > 0
+        off = ~np.eye(Q, dtype=bool)
+        bad = np.argwhere((np.abs(W) > atol) & ~edge & off)
         if len(bad):
             q, l = bad[0]
-            raise ValueError(f"W has W[{q},{l}] = {W[q, l]:.3g} but ({q},{l}) is not an edge of the graph")
+            raise ValueError(f"W[{q},{l}] = {W[q, l]:.3g} but ({q},{l}) is not an edge of the graph: "
+                             "W must be zero outside the edges and the diagonal")
+        bad = np.argwhere((np.abs(W) <= atol) & edge & off)
+        if len(bad):
+            q, l = bad[0]
+            raise ValueError(f"W[{q},{l}] = 0 but ({q},{l}) is an edge of the graph: every edge needs a "
+                             "positive weight (remove unused edges from the graph)")
     return W
 
 

@@ -46,6 +46,51 @@ STAGED_FILES = ("_config.yml", "_toc.yml", "references.bib")
 VENDOR = "_vendor"  # third-party static files fetched at set-up time (git-ignored)
 
 
+#: String parameters whose allowed values the package defines: the last word of a
+#: parameter's name (``topology``, ``check_topologies``, ``algorithms``, ...) ->
+#: (module, constant). The constants are the single source of the allowed values.
+CHOICES = {"topology": ("graphs", "TOPOLOGIES"), "rule": ("graphs", "RULES"),
+           "algorithm": ("training", "ALGORITHMS"), "dataset": ("data", "DATASETS"),
+           "partition": ("data", "PARTITIONS"), "activation": ("kernels", "ACTIVATIONS")}
+_PLURALS = {"topologies": "topology"}
+
+
+def allowed_values(name: str) -> tuple[str, ...] | None:
+    """Allowed values of parameter ``name`` (or of each item, for a list), ``None`` if free.
+
+    Example:
+        >>> allowed_values("check_topologies")[:3], allowed_values("lr_factor")
+        (('ring', 'path', 'star'), None)
+    """
+    import importlib
+
+    word = name.rsplit("_", 1)[-1]
+    word = _PLURALS.get(word, word[:-1] if word.endswith("s") and word[:-1] in CHOICES else word)
+    if word not in CHOICES:
+        return None
+    module, constant = CHOICES[word]
+    return tuple(getattr(importlib.import_module(f".{module}", __package__), constant))
+
+
+def check_choices(chapter: str, params: dict) -> str | None:
+    """Message naming the first parameter of ``params`` whose value is not allowed, or ``None``."""
+    for name, value in params.items():
+        allowed = allowed_values(name)
+        if allowed is None:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v not in allowed:
+                return (f"parameter {name!r} of {chapter!r}: unknown value {v!r}; allowed: {', '.join(allowed)}")
+    return None
+
+
+def _log(msg: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stdout)
+    sys.stdout.flush()
+
+
 def toc_files(root: Path) -> list[str]:
     """Document names in ``_toc.yml`` order (``root`` first), e.g. ``book/consensus``."""
     toc = yaml.safe_load((root / "_toc.yml").read_text())
@@ -151,10 +196,10 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
         old = nbformat.read(out, as_version=4)
         rec = old.metadata.get("p2pntk", {})
         if rec.get("cache_key") == key and not _missing_figures(fig_dir, names):
-            print(f"[pipeline] {doc}: up to date (cache key {key[:12]})", flush=True)
+            _log(f"[pipeline] {doc}: up to date (cache key {key[:12]})")
             src_nb.unlink(missing_ok=True)
             return rec
-    print(f"[pipeline] {doc}: executing with {params or 'defaults'}", flush=True)
+    _log(f"[pipeline] {doc}: executing with {params or 'defaults'}")
     t0 = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -180,7 +225,7 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
     rec = {"cache_key": key, "parameters": {**defaults, **params}, "seconds": round(seconds, 1), "figures": names}
     executed.metadata["p2pntk"] = rec
     nbformat.write(executed, out)
-    print(f"[pipeline] {doc}: done in {seconds:.1f} s", flush=True)
+    _log(f"[pipeline] {doc}: done in {seconds:.1f} s")
     return rec
 
 
@@ -242,6 +287,10 @@ def build(profile: str = "ci", chapters: list[str] | None = None, force: bool = 
         bad = set(chapters) - names
         if bad:
             raise SystemExit(f"unknown chapters {sorted(bad)}; chapters: {sorted(names)}")
+    for chapter, params in overrides.items():
+        msg = check_choices(chapter, params)
+        if msg:
+            raise SystemExit(f"profile {profile!r}: {msg}")
     stage = build_dir() / "stage"
     stage.mkdir(parents=True, exist_ok=True)
     fig_dir = build_dir() / "figures"
@@ -263,14 +312,20 @@ def build(profile: str = "ci", chapters: list[str] | None = None, force: bool = 
     if prov.get("profile") != profile:
         prov = {"profile": profile, "chapters": {}}
     prov["profile"] = profile
+    from tqdm import tqdm
+
+    todo = []
     for doc in docs:
         source = root / f"{doc}.md"
         if not is_notebook(source):
             (stage / doc).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, stage / f"{doc}.md")
-            continue
-        if chapters and Path(doc).name not in chapters:
-            continue
+        elif not chapters or Path(doc).name in chapters:
+            todo.append(doc)
+    # a progress bar on a terminal only (disable=None): logs keep the [pipeline] lines
+    bar = tqdm(todo, desc="chapters", unit="chapter", file=sys.stderr, disable=None if len(todo) > 1 else True)
+    for doc in bar:
+        bar.set_postfix_str(Path(doc).name)
         prov["chapters"][doc] = execute_chapter(
             root, doc, overrides.get(Path(doc).name, {}), stage, fig_dir, force)
     prov.update(python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count())

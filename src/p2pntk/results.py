@@ -19,6 +19,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -79,9 +80,9 @@ def load(path) -> tuple[dict, dict]:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except Exception as err:  # truncated zip, bad CRC, bad header: all mean "recompute"
-        raise ValueError(f"results file {path} is corrupt: {err}") from None
-    params = json.loads(str(arrays.pop("__params__")))
+        params = json.loads(str(arrays.pop("__params__")))
+    except Exception as err:  # truncated zip, bad CRC, bad header, no parameters: all mean "recompute"
+        raise ValueError(f"results file {path} is corrupt ({type(err).__name__}: {err})") from None
     return arrays, params
 
 
@@ -93,6 +94,7 @@ def cached(name: str, params: dict, compute, *, folder=None, verbose: bool = Tru
         params: JSON-serialisable parameters (everything that changes the result).
         compute: function returning a dict of arrays.
         folder: defaults to ``<root>/_build/results``.
+        verbose: warn (``RuntimeWarning``) when a corrupt file is found and recomputed.
     """
     folder = Path(folder) if folder else build_dir() / "results"
     path = folder / f"{name}-{key(name, params)}.npz"
@@ -109,7 +111,7 @@ def cached(name: str, params: dict, compute, *, folder=None, verbose: bool = Tru
                 return arrays
         except ValueError as err:
             if verbose:
-                print(f"[results] {err}; recomputing")
+                warnings.warn(f"{err}: recomputing it (a corrupt file is never used)", RuntimeWarning, stacklevel=2)
     arrays = {k: np.asarray(v) for k, v in compute().items()}
     timings = {k: v.tolist() for k, v in arrays.items() if k.startswith("seconds_")}
     save(path, {k: v for k, v in arrays.items() if k not in timings}, params)

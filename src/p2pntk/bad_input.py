@@ -1,0 +1,236 @@
+"""Bad input, tried on purpose: each misuse the package detects, and what it says.
+
+Every :class:`Case` is one row of the book's appendix table (``book/bad_input.md``,
+computed by :func:`table` when the book is built) and one test
+(``tests/test_bad_input.py``): ``call()`` must raise, or warn, ``expected`` with a
+message matching the regular expression ``match``. Cases that need files create
+them in a temporary folder.
+"""
+from __future__ import annotations
+
+import io
+import re
+import tempfile
+import warnings
+from contextlib import redirect_stderr
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import data, graphs
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: what is wrong, the call (as text), the call itself, and the expected error."""
+    row: str
+    input: str
+    call: Callable[[], object]
+    expected: type
+    match: str
+
+
+def _tiny(**change):
+    """A 4-point, 2-agent linearised problem (W, K, owner, f0, y), with some entries replaced."""
+    p = dict(W=np.full((2, 2), 0.5), K=np.eye(4), owner=np.array([0, 0, 1, 1]), f0=np.zeros((4, 1)),
+             y=np.ones((4, 1)))
+    return {**p, **change}
+
+
+def _predict(algorithm="dgd", lr=0.5, **change):
+    from .dynamics import linearized_outputs
+
+    p = _tiny(**change)
+    return linearized_outputs(algorithm, p["W"], p["K"], p["owner"], p["f0"], p["y"], lr, [0, 1])
+
+
+def _train(lr=0.5, steps=(0, 1), x=None):
+    """Actual DGD training of two linear models f(x) = x θ on the tiny problem."""
+    from .training import simulate
+
+    p = _tiny()
+    x = np.eye(4) if x is None else x
+    return simulate("dgd", lambda theta, x: x @ theta, np.zeros((4, 1)), p["W"], x, p["y"], p["owner"], lr,
+                    list(steps))
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8 or float64) as an IDX file."""
+    code, dtype = (0x08, ">u1") if array.dtype == np.uint8 else (0x0E, ">f8")
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    path.write_bytes(header + array.astype(dtype).tobytes())
+
+
+def _fashion_mnist_with_nan():
+    with tempfile.TemporaryDirectory() as tmp:
+        images = np.zeros((20, 2, 2))
+        images[3, 0, 0] = np.nan
+        for prefix in ("train", "t10k"):
+            _write_idx(Path(tmp) / f"{prefix}-images-idx3-ubyte", images)
+            _write_idx(Path(tmp) / f"{prefix}-labels-idx1-ubyte", np.arange(20, dtype=np.uint8) % 10)
+        data.fashion_mnist(10, 10, folder=tmp)
+
+
+def _fashion_mnist_missing():
+    with tempfile.TemporaryDirectory() as tmp:
+        data.fashion_mnist(10, 10, folder=tmp)
+
+
+def _truncated_idx():
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train-labels-idx1-ubyte"
+        _write_idx(path, np.arange(20, dtype=np.uint8))
+        path.write_bytes(path.read_bytes()[:-5])
+        data.read_idx(path)
+
+
+def _corrupt_cache():
+    """A truncated results file is detected, recomputed and never used."""
+    from . import results
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"v": np.full(3, float(len(calls)))}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results.cached("demo", {"n": 3}, compute, folder=tmp)
+        (path,) = Path(tmp).glob("demo-*.npz")
+        path.write_bytes(path.read_bytes()[:100])
+        again = results.cached("demo", {"n": 3}, compute, folder=tmp)
+        assert len(calls) == 2 and again["v"][0] == 2.0, "the corrupt file was used"
+        results.load(path)  # rewritten intact
+
+
+def _cli(*args):
+    """Run the command line in process; its error message (stderr) becomes the SystemExit's."""
+    from . import cli
+
+    err = io.StringIO()
+    with redirect_stderr(err):
+        try:
+            cli.main(list(args))
+        except SystemExit as exc:
+            raise SystemExit(f"exit status {exc.code}: {err.getvalue().strip()}") from None
+
+
+def _profile(name):
+    from .paths import project_root
+    from .pipeline import load_profile
+
+    load_profile(project_root(), name)
+
+
+def _two_edges():
+    g = graphs.nx.Graph([(0, 1), (2, 3)])
+    return graphs.mixing_matrix(g)
+
+
+_RING4 = graphs.topology("ring", 4)
+_PAIRS = np.kron(np.eye(2), np.full((2, 2), 0.5))  # doubly stochastic, but uses only edges (0,1), (2,3)
+
+CASES = [
+    Case("W not square", "linearized_outputs('dgd', W=np.ones((2, 3)) / 3, ...)",
+         lambda: _predict(W=np.ones((2, 3)) / 3), ValueError, r"W must be a square \(Q, Q\) matrix, got shape \(2, 3\)"),
+    Case("W not doubly stochastic", "linearized_outputs('dgd', W=[[0.5, 0.5], [0.2, 0.8]], ...)",
+         lambda: _predict(W=np.array([[0.5, 0.5], [0.2, 0.8]])), ValueError,
+         r"W must be doubly stochastic \(rows and columns sum to 1\): column sums are \[0.7 1.3\]"),
+    Case("W non-zero off the graph", "check_mixing_matrix(np.full((3, 3), 1/3), graph=topology('path', 3))",
+         lambda: graphs.check_mixing_matrix(np.full((3, 3), 1 / 3), graphs.topology("path", 3)), ValueError,
+         r"W\[0,2\] = 0.333 but \(0,2\) is not an edge of the graph"),
+    Case("W zero on an edge of the graph", "check_mixing_matrix(blkdiag(J/2, J/2), graph=topology('ring', 4))",
+         lambda: graphs.check_mixing_matrix(_PAIRS, _RING4), ValueError,
+         r"W\[0,3\] = 0 but \(0,3\) is an edge of the graph: every edge needs a positive weight"),
+    Case("disconnected graph", "mixing_matrix(nx.Graph([(0, 1), (2, 3)]))", _two_edges, ValueError,
+         r"graph is disconnected \(2 components.*the graph must be connected"),
+    Case("random graph never connected", "topology('erdos_renyi', 20, p=0.01)",
+         lambda: graphs.topology("erdos_renyi", 20, p=0.01), ValueError,
+         r"erdos_renyi: no connected graph in 100 draws .*increase the edge probability"),
+    Case("more agents than training points", "partition(labels of N=5 points, n_agents=8)",
+         lambda: data.partition(np.arange(5), 8), ValueError,
+         r"n_agents=8 exceeds the number of training points N=5.*at most 5"),
+    Case("an agent without data", "linearized_outputs(..., owner=[0, 0, 0, 0]) with Q = 2",
+         lambda: _predict(owner=np.zeros(4, dtype=int)), ValueError,
+         r"every agent needs at least one training point; agents \[1\] have none"),
+    Case("unknown algorithm", "linearized_outputs('gossip', ...)", lambda: _predict("gossip"), ValueError,
+         r"unknown algorithm='gossip'; allowed: dgd, atc, cta, centralized"),
+    Case("unknown topology", "topology('torus', 4)", lambda: graphs.topology("torus", 4), ValueError,
+         r"unknown topology name='torus'; allowed: ring, path, star, complete, grid, erdos_renyi, geometric"),
+    Case("unknown mixing rule", "mixing_matrix(ring, rule='uniform')",
+         lambda: graphs.mixing_matrix(_RING4, "uniform"), ValueError,
+         r"unknown mixing rule='uniform'; allowed: metropolis, max_degree, lazy_metropolis"),
+    Case("unknown data set", "data.load('mnist', 10, 10)", lambda: data.load("mnist", 10, 10), ValueError,
+         r"unknown data set name='mnist'; allowed: digits, fashion_mnist"),
+    Case("unknown partition scheme", "partition(labels, 2, scheme='random')",
+         lambda: data.partition(np.arange(10), 2, "random"), ValueError,
+         r"unknown partition scheme='random'; allowed: iid, dirichlet, by_class"),
+    Case("unknown activation", "kernels.mlp(8, activation='tanh')",
+         lambda: __import__("p2pntk.kernels").kernels.mlp(8, activation="tanh"), ValueError,
+         r"unknown activation='tanh'; allowed: relu, erf"),
+    Case("unknown profile", "pipeline.load_profile(root, 'huge')", lambda: _profile("huge"), SystemExit,
+         r"unknown profile='huge'; allowed: ci, paper"),
+    Case("unknown value of a chapter parameter", "p2pntk run p2p_methods -p topology=rnig",
+         lambda: _cli("run", "p2p_methods", "-p", "topology=rnig"), SystemExit,
+         r"exit status 2: .*parameter 'topology' of 'p2p_methods': unknown value 'rnig'; allowed: ring, path"),
+    Case("unknown value in a list parameter", "p2pntk run reproduction -p algorithms=['dgd','sgd']",
+         lambda: _cli("run", "reproduction", "-p", "algorithms=['dgd','sgd']"), SystemExit,
+         r"parameter 'algorithms' of 'reproduction': unknown value 'sgd'; allowed: dgd, atc, cta, centralized"),
+    Case("NaN in the targets (prediction)", "linearized_outputs(..., y with a NaN)",
+         lambda: _predict(y=np.array([[1.0], [np.nan], [1.0], [1.0]])), ValueError, r"y contains NaN or inf"),
+    Case("inf in the inputs (training)", "simulate(..., x with an inf)",
+         lambda: _train(x=np.diag([1.0, np.inf, 1.0, 1.0])), ValueError, r"x contains NaN or inf"),
+    Case("NaN in the data files", "fashion_mnist(folder with a NaN pixel)", _fashion_mnist_with_nan, ValueError,
+         r"Fashion-MNIST training images contain NaN or inf"),
+    Case("step size not positive", "linearized_outputs(..., lr=-1)", lambda: _predict(lr=-1.0), ValueError,
+         r"lr must be a positive finite step size, got -1"),
+    Case("step size beyond the stability bound", "linearized_outputs('dgd', ..., lr=10) (bound 2)",
+         lambda: _predict(lr=10.0), RuntimeWarning,
+         r"lr=10 exceeds the stability bound 2 of linearised dgd; spectral radius 4\.5\d+: "
+         r"predicted divergence, errors grow like 4\.5\d\^k"),
+    Case("training diverges", "simulate('dgd', ..., lr=1000, steps=[0, 10, 400])",
+         lambda: _train(lr=1000.0, steps=(0, 10, 400)), FloatingPointError,
+         r"dgd training diverged: outputs are NaN/inf at iteration 400 with lr=1000.0; reduce the step size"),
+    Case("Fashion-MNIST not installed", "fashion_mnist(folder without the IDX files)", _fashion_mnist_missing,
+         FileNotFoundError, r"not found\. Fashion-MNIST is read from Debian's package dataset-fashion-mnist: "
+                            r"run `sudo apt-get install dataset-fashion-mnist`"),
+    Case("truncated data file", "read_idx(IDX file missing its last 5 bytes)", _truncated_idx, ValueError,
+         r"truncated or corrupt IDX file \(15 data bytes, 20 expected for shape \(20,\)\)"),
+    Case("corrupt cache file", "results.cached(...) on a truncated .npz", _corrupt_cache, RuntimeWarning,
+         r"results file .*demo-.*\.npz is corrupt .*: recomputing it \(a corrupt file is never used\)"),
+]
+
+
+def attempt(case: Case) -> tuple[str, str]:
+    """Run ``case.call()``; return the name and message of what it raised, else of the first warning
+    of the expected kind (``("nothing", "")`` if neither happened)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            case.call()
+        except (Exception, SystemExit) as exc:
+            return type(exc).__name__, str(exc)
+    for w in caught:
+        if issubclass(w.category, case.expected):
+            return w.category.__name__, str(w.message)
+    return "nothing", ""
+
+
+def table(only: str = ""):
+    """Try every case whose row contains ``only``; a DataFrame (rows numbered from 1) with the
+    bad input, the call, what it raised, its message (temporary folders shown as ``<tmp>``),
+    and whether both are the expected ones."""
+    import pandas as pd
+
+    rows = []
+    for case in CASES:
+        if only not in case.row:
+            continue
+        kind, message = attempt(case)
+        ok = kind == case.expected.__name__ and re.search(case.match, message) is not None
+        message = re.sub(re.escape(tempfile.gettempdir()) + r"/tmp\w+", "<tmp>", message)
+        rows.append({"bad input": case.row, "call": case.input, "raises": kind, "message": message,
+                     "as expected": "yes" if ok else "NO"})
+    return pd.DataFrame(rows, index=range(1, len(rows) + 1))
