@@ -16,7 +16,7 @@ from common import row, seconds, synthetic_kernel
 from p2pntk import dynamics
 
 FULL = dict(n_gemm=3000, N=4096, Q=8, C=10)
-QUICK = dict(n_gemm=500, N=256, Q=4, C=10)
+QUICK = dict(n_gemm=1000, N=256, Q=4, C=10)
 
 
 def run(quick: bool) -> list[dict]:
