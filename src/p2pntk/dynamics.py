@@ -53,8 +53,13 @@ class _System:
     D_q(K_{q,:} a_q + f_{0,q} - y_q)`: the rows of :math:`K` are stored once,
     grouped by agent (``_Kp``, rows in the order ``_rows``), and each agent's
     block multiplies its own state — one batched matmul when all agents hold
-    the same number of rows, else one matmul per agent (no padding). Mixing
-    uses a CSR matrix when :math:`W` is sparse (``nnz(W) <= Q²/10``).
+    the same number of rows, else one matmul per agent (no padding: a padded
+    (Q, max N_q, n) stack can be Q times the kernel under label-skewed splits;
+    measured single-threaded, the per-agent loop is within 2x of the batched
+    matmul, e.g. 19 vs 10 µs at Q = 8, N = 128 and 17 vs 15 ms at Q = 256,
+    N = 4096, C = 10). Mixing uses a CSR matrix when :math:`W` is sparse
+    (``nnz(W) <= Q²/10``; a ring of 64 agents mixes 4x faster, while for small
+    or dense W the dense BLAS product is faster).
 
     Cost per step: :math:`O(n^2 m)` for the gradients (:math:`N^2 C` shared,
     :math:`(NC)^2` resolved, independent of Q) plus :math:`O(\mathrm{nnz}(W)\, n m)`
