@@ -99,7 +99,7 @@ def run(quick: bool) -> list[dict]:
     fit_Q = np.polyfit(cfg["Qs"], byQ[:, 2], 1)
     N = cfg["N_for_Q"]
     for Q, (it, tot, mem) in zip(cfg["Qs"], byQ):
-        rows.append(row("scale", f"Q={Q}, N={N}", np.nan, it, "per-iteration time vs Q", Q=Q, N=N,
+        rows.append(row("scale", f"Q={Q}, N={N}", np.nan, it, f"per iteration, vs Q; peak {mem:.0f} MiB", Q=Q, N=N,
                         per_iter_s=it, total_s=tot, peak_MiB=mem))
     rows.append(row("scale", f"Q={Qmax}, N={N}: dense vs row-blocked recursion", t_dense, byQ[-1, 0],
                     f"former dense recursion vs ours, per iteration; time ~ Q^{slope_Q:.2f} (fit over Q); "
@@ -116,7 +116,7 @@ def run(quick: bool) -> list[dict]:
     fit_N = np.polyfit(cfg["Ns"], byN[:, 2], 2)
     Q = cfg["Q_for_N"]
     for n, (it, tot, mem) in zip(cfg["Ns"], byN):
-        rows.append(row("scale", f"Q={Q}, N={n}", np.nan, it, "per-iteration time vs N", Q=Q, N=n,
+        rows.append(row("scale", f"Q={Q}, N={n}", np.nan, it, f"per iteration, vs N; peak {mem:.0f} MiB", Q=Q, N=n,
                         per_iter_s=it, total_s=tot, peak_MiB=mem))
     largest_N = _largest(fit_N, BUDGET / 2 ** 20)
     rows.append(row("scale", f"Q={Q}: fit over N", np.nan, byN[-1, 0],
