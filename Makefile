@@ -2,6 +2,7 @@
 #   make book [PROFILE=ci|paper]   set up .venv if needed, execute every chapter, build _build/html
 #   make test                      set up .venv if needed, run the test suite
 #   make browser-test              open every page of the built book in headless Chromium
+#   make bench                     run the benchmark suite (benchmarks/run.py), table + _build/benchmarks/benchmarks.json
 PYTHON  ?= python3.11
 VENV    ?= .venv
 PROFILE ?= ci
@@ -22,7 +23,7 @@ MATHJAX         := _vendor/mathjax
 MATHJAX_UNUSED  := tex-chtml-full.js tex-chtml-full-speech.js tex-svg.js tex-svg-full.js \
                    tex-mml-svg.js mml-chtml.js mml-svg.js node-main.js
 
-.PHONY: book test setup clean fashion-mnist mathjax browser-test
+.PHONY: book test setup clean fashion-mnist mathjax browser-test bench
 
 setup: $(VENV)/.installed
 
@@ -55,6 +56,10 @@ fashion-mnist:
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Benchmark suite (full sizes, tens of minutes on 2 cores); BENCH_ARGS=--quick for small sizes.
+bench: setup
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # Browser test of an already built book (make book first): every page of _toc.yml
 # in headless Chromium from Debian (installed here if missing), no network.

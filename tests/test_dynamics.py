@@ -149,3 +149,45 @@ def test_flow_dgd_eigen_path_equals_matrix_exponential(prob):
         ref = sys.record(a)[0]
         got = dynamics.linearized_flow_outputs("dgd", W, K, p["owner"], f0, p["y"], lr, [t]).train[0]
         assert rel(got - f0, ref - f0) <= RTOL
+
+
+def _dense_step(sys, A, lr):
+    """The former dense recursion: every agent's K a_q on all rows, dense mixing."""
+    grad = lambda B: sys.d * (dynamics._System.apply(sys.Kmat, B) + sys.resid0[None])
+    mix = lambda B: (sys.W @ B.reshape(sys.Q, -1)).reshape(B.shape)
+    if sys.algorithm == "dgd":
+        return mix(A) - lr * grad(A)
+    if sys.algorithm == "atc":
+        return mix(A - lr * grad(A))
+    if sys.algorithm == "cta":
+        return mix(A) - lr * grad(mix(A))
+    return A - lr * grad(A).mean(axis=0, keepdims=True)
+
+
+@pytest.mark.parametrize("algorithm", training.ALGORITHMS)
+@pytest.mark.parametrize("resolved", [False, True])
+@pytest.mark.parametrize("counts,topology,sparse", [((1, 5, 2, 7, 3, 4, 1, 6) * 4, "ring", True),  # unequal N_q, Q = 32
+                                                    ((3,) * 12, "ring", False),       # equal N_q: batched path
+                                                    ((2, 1, 4, 3), "complete", False)])
+def test_row_blocked_recursion_equals_dense_formula(algorithm, resolved, counts, topology, sparse):
+    """The row-blocked recursion (agent q's rows of K only, CSR mixing when W is sparse)
+    equals the former dense formula (all rows for every agent, dense W) step by step."""
+    rng = np.random.default_rng(0)
+    Q, N, C = len(counts), sum(counts), 2
+    owner = rng.permutation(np.repeat(np.arange(Q), counts))
+    F = rng.standard_normal((N * C, N * C + 2))
+    K = (F @ F.T / (N * C)).reshape(N, C, N, C) if resolved else (F[:N] @ F[:N].T / N)
+    f0, y = rng.standard_normal((N, C)), rng.standard_normal((N, C))
+    W = graphs.mixing_matrix(graphs.topology(topology, Q))
+    sys = dynamics._System(algorithm, W, K, owner, f0, y)
+    assert sys._equal == (len(set(counts)) == 1)
+    assert (sys._Wmix is not sys.W) == sparse
+    A = rng.standard_normal((Q,) + sys.resid0.shape)
+    if algorithm == "centralized":
+        A = np.broadcast_to(A[:1], A.shape).copy()
+    G = sys.grad(A)
+    np.testing.assert_allclose(G, sys.d * (dynamics._System.apply(sys.Kmat, A) + sys.resid0[None]), rtol=0, atol=1e-12)
+    for _ in range(5):
+        A_new = sys.step(A.copy(), 0.1)
+        np.testing.assert_allclose(A_new, _dense_step(sys, A, 0.1), rtol=0, atol=1e-12)
+        A = A_new

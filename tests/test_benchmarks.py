@@ -1,0 +1,72 @@
+"""The benchmark suite in quick mode: structure of the rows and the correctness checks it measures."""
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+import run as suite  # noqa: E402
+
+SECTIONS = {"predict", "nt", "loop", "scale", "gemm"}
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return suite.run_all(quick=True)
+
+
+def test_every_bench_module_is_discovered():
+    assert SECTIONS <= set(suite.modules())
+    with pytest.raises(ValueError, match="unknown benchmark 'nope'; allowed: "):
+        suite.load("nope")
+
+
+def test_rows_have_the_common_keys_and_consistent_ratios(rows):
+    assert {r["benchmark"] for r in rows} == set(suite.modules())
+    for r in rows:
+        assert {"benchmark", "case", "baseline_s", "ours_s", "ratio", "note"} <= set(r), r
+        assert r["ours_s"] > 0 and isinstance(r["note"], str) and r["note"]
+        if not math.isnan(r["baseline_s"]):
+            assert r["ratio"] == pytest.approx(r["baseline_s"] / r["ours_s"])
+        if r["target"] is not None:
+            assert r["meets"] == (r["ratio"] >= r["target"])
+    assert len(suite.table(rows)) == len(rows)
+
+
+def test_one_agent_equals_neural_tangents(rows):
+    (nt,) = [r for r in rows if r["benchmark"] == "nt"]
+    assert nt["max_abs_diff"] <= 1e-8
+
+
+def test_loop_equals_vectorised(rows):
+    loops = [r for r in rows if r["benchmark"] == "loop"]
+    assert loops and all(r["max_param_diff"] <= 1e-10 for r in loops)
+
+
+def test_predict_has_both_kernels_and_the_24_config_sweep(rows):
+    pred = [r for r in rows if r["benchmark"] == "predict"]
+    assert any("empirical" in r["case"] for r in pred) and any("analytic" in r["case"] for r in pred)
+    (sweep,) = [r for r in pred if r["case"].startswith("sweep")]
+    assert sweep["n_configs"] == 24 and sweep["n_trained"] >= 1
+    assert sweep["baseline_s"] == pytest.approx(sweep["train_s_per_cell"] * 24)
+
+
+def test_scale_fits_are_finite_and_memory_grows(rows):
+    scale = [r for r in rows if r["benchmark"] == "scale"]
+    fits = [r for r in scale if "exponent_Q" in r or "exponent_N" in r]
+    assert len(fits) == 2 and all(math.isfinite(r.get("exponent_Q", r.get("exponent_N"))) for r in fits)
+    byN = [r["peak_MiB"] for r in scale if r["case"].startswith("Q=4, N=")]
+    assert byN[-1] > 2 * byN[0]  # N quadruples: the kernels grow 16-fold
+    assert all(r["largest_Q_24GiB" if "exponent_Q" in r else "largest_N_24GiB"] > 0 for r in fits)
+
+
+def test_main_prints_the_table_and_saves_json_with_machine_info(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert suite.main(["--quick", "--only", "nt", "--json", str(out)]) == 0
+    assert "ratio" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert saved["quick"] is True and saved["rows"][0]["benchmark"] == "nt"
+    assert {"cores", "numpy", "jax", "date"} <= set(saved["machine"])
