@@ -41,7 +41,7 @@ def test_fashion_mnist_reader_on_small_files(tmp_path):
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
     d = data.fashion_mnist(20, 10, folder=tmp_path)
     assert d["x_train"].shape == (20, 784) and d["y_test"].shape == (10, 10)
-    np.testing.assert_allclose(np.linalg.norm(d["x_train"], axis=1), 1)
+    np.testing.assert_allclose(np.linalg.norm(d["x_train"], axis=1), np.sqrt(784))  # rows of norm sqrt(d)
     np.testing.assert_allclose(d["y_train"].sum(axis=1), 0, atol=1e-12)
     assert sorted(np.bincount(d["labels_train"])) == [2] * 10  # stratified
 

@@ -47,3 +47,23 @@ def test_closed_form_equals_affine_training(run):
 def test_error_grows_with_training_length(run):
     rel = R.relative_error(run["pred_test"], run["actual_test"], run["f0_test"])[1:]
     assert np.all(np.diff(rel) > 0)
+
+
+@pytest.fixture(scope="module")
+def width_runs():
+    """The width chapter's ci runs (same configurations and cache entries as the book)."""
+    params = pipeline.chapter_parameters(jupytext.read(ROOT / "book" / "width.md"))
+    params.update(pipeline.load_profile(ROOT, "ci").get("width", {}))
+    base = {k: params[k] for k in ("dataset", "n_train", "n_test", "n_agents", "lr_factor", "steps", "seed",
+                                   "train_dtype")}
+    alg, topo = params["algorithms"][0], params["topologies"][0]
+    return {w: R.cached_run({**base, "width": w, "algorithm": alg, "topology": topo}) for w in params["widths"]}
+
+
+def test_prediction_error_per_width_and_length(width_runs):
+    """Shrinks with width at every training length, grows with length at every width."""
+    err = np.array([R.relative_error(r["pred_test"], r["actual_test"], r["f0_test"])[1:]
+                    for r in width_runs.values()])          # (widths, lengths)
+    print("relative error (rows: widths", list(width_runs), "; columns: lengths):\n", np.round(100 * err, 2))
+    assert np.all(np.diff(err, axis=0) < 0), "error must shrink with width"
+    assert np.all(np.diff(err, axis=1) > 0), "error must grow with training length"

@@ -51,7 +51,8 @@ VENDOR = "_vendor"  # third-party static files fetched at set-up time (git-ignor
 #: (module, constant). The constants are the single source of the allowed values.
 CHOICES = {"topology": ("graphs", "TOPOLOGIES"), "rule": ("graphs", "RULES"),
            "algorithm": ("training", "ALGORITHMS"), "dataset": ("data", "DATASETS"),
-           "partition": ("data", "PARTITIONS"), "activation": ("kernels", "ACTIVATIONS")}
+           "partition": ("data", "PARTITIONS"), "activation": ("kernels", "ACTIVATIONS"),
+           "dtype": ("training", "TRAIN_DTYPES")}
 _PLURALS = {"topologies": "topology"}
 
 

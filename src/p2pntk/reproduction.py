@@ -39,7 +39,6 @@ DEFAULTS = dict(
     steps=[0, 25, 50, 100, 200, 400], seed=0, partition="iid", alpha=0.5,
     affine=False, analytic=False, n_tracked=32, train_dtype="float64",
 )
-TRAIN_DTYPES = ("float64", "float32")
 
 
 def _config(config: dict) -> dict:
@@ -48,8 +47,8 @@ def _config(config: dict) -> dict:
         raise ValueError(f"unknown configuration keys {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
     cfg = {**DEFAULTS, **config}
     cfg["steps"] = [int(s) for s in cfg["steps"]]
-    if cfg["train_dtype"] not in TRAIN_DTYPES:
-        raise ValueError(f"unknown train_dtype={cfg['train_dtype']!r}; allowed: {', '.join(TRAIN_DTYPES)}")
+    if cfg["train_dtype"] not in training.TRAIN_DTYPES:
+        raise ValueError(f"unknown train_dtype={cfg['train_dtype']!r}; allowed: {', '.join(training.TRAIN_DTYPES)}")
     return cfg
 
 

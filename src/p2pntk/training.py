@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 ALGORITHMS = ("dgd", "atc", "cta", "centralized")
+#: Precisions in which actual networks may be trained (kernels and closed forms are float64).
+TRAIN_DTYPES = ("float64", "float32")
 
 
 @dataclass
