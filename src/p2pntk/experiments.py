@@ -55,7 +55,7 @@ class Problem:
 
 def problem(dataset: str, n_train: int, n_test: int, n_agents: int, width: int, *, depth: int = 1,
             partition: str = "iid", alpha: float = 0.5, seed: int = 0, resolved: bool = True,
-            activation: str = "relu", with_kernel: bool = True) -> Problem:
+            activation: str = "relu", with_kernel: bool = True, center: bool = True) -> Problem:
     r"""A data set split over ``n_agents`` agents, an MLP at :math:`\theta_0` and its empirical NTK.
 
     Data: :func:`p2pntk.data.load` (``dataset``, seed ``seed``), points assigned to
@@ -66,6 +66,10 @@ def problem(dataset: str, n_train: int, n_test: int, n_agents: int, width: int, 
     ``resolved`` else shared; ``with_kernel=False`` leaves ``K`` and ``K_test`` as
     ``None`` (for callers that time the kernel themselves). The stratified split
     needs ``n_train`` and ``n_test`` at least 10 (one image per class).
+
+    With ``center`` (the default) the network is the centred
+    :math:`g(x;\theta) = f(x;\theta) - f(x;\theta_0)` of :func:`p2pntk.kernels.centred`:
+    same Jacobian, kernel and dynamics, initial outputs :math:`f_0 = 0`.
     """
     import jax
     import jax.numpy as jnp
@@ -78,6 +82,8 @@ def problem(dataset: str, n_train: int, n_test: int, n_agents: int, width: int, 
                                                activation=activation)
     x, x_test = jnp.asarray(d["x_train"]), jnp.asarray(d["x_test"])
     _, params0 = init_fn(jax.random.PRNGKey(seed), (-1, x.shape[1]))
+    if center:
+        apply_fn = kernels.centred(apply_fn, params0)
     K = K_test = None
     if with_kernel:
         K = np.asarray(kernels.empirical_ntk(apply_fn, params0, x, resolved=resolved))

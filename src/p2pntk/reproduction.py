@@ -37,7 +37,7 @@ DEFAULTS = dict(
     dataset="digits", n_train=256, n_test=256, n_agents=8, topology="ring", rule="metropolis",
     algorithm="dgd", width=1024, depth=1, activation="relu", lr_factor=0.5,
     steps=[0, 25, 50, 100, 200, 400], seed=0, partition="iid", alpha=0.5,
-    affine=False, analytic=False, n_tracked=32, train_dtype="float64",
+    affine=False, analytic=False, n_tracked=32, train_dtype="float64", center=True,
 )
 
 
@@ -82,7 +82,7 @@ def _problem(cfg):
     callers time it), with the label/target arrays under the names results files use."""
     p = experiments.problem(cfg["dataset"], cfg["n_train"], cfg["n_test"], cfg["n_agents"], cfg["width"],
                             depth=cfg["depth"], partition=cfg["partition"], alpha=cfg["alpha"], seed=cfg["seed"],
-                            activation=cfg["activation"], with_kernel=False)
+                            activation=cfg["activation"], with_kernel=False, center=cfg["center"])
     d = dict(y_train=p.y, y_test=p.y_test, labels_train=p.labels, labels_test=p.labels_test)
     return p, d, jnp.asarray(p.x), jnp.asarray(p.y), jnp.asarray(p.x_test)
 
