@@ -20,7 +20,7 @@ from common import row, seconds
 from p2pntk import experiments, graphs, stability, training
 
 FULL = [dict(n_agents=8, width=1024, n_train=256, iterations=300), dict(n_agents=32, width=256, n_train=256, iterations=300)]
-QUICK = [dict(n_agents=4, width=32, n_train=40, iterations=5)]
+QUICK = [dict(n_agents=4, width=32, n_train=40, iterations=30)]
 
 
 def loop_simulate(apply_fn, params0, W, x, y, owner, lr, iterations):

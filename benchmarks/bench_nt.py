@@ -14,8 +14,8 @@ from common import row, seconds
 
 from p2pntk import dynamics, experiments, kernels
 
-FULL = dict(n_train=1024, n_test=512, repeat=3)
-QUICK = dict(n_train=64, n_test=32, repeat=3)
+FULL = dict(n_train=1024, n_test=512, repeat=5)
+QUICK = dict(n_train=64, n_test=32, repeat=5)
 TIMES = np.array([0.0, 1.0, 10.0, 100.0, 1000.0, 1e4])
 
 

@@ -19,9 +19,10 @@ from common import row, seconds
 from p2pntk import dynamics, experiments, graphs, kernels, reproduction, stability, training
 
 FULL = dict(n_train=256, n_test=256, widths=[256, 1024, 4096], steps=[0, 25, 50, 100, 200, 400],
-            sweep=dict(n_train=128, n_test=128, width=1024, iterations=200, sample=[[0, 0], [2, 1]]))
+            sweeps=[dict(n_train=128, n_test=128, width=1024, iterations=200, sample=[[0, 0], [2, 1]]),    # book, ci
+                    dict(n_train=128, n_test=128, width=4096, iterations=200, sample=[[0, 0], [2, 1]])])   # paper width
 QUICK = dict(n_train=40, n_test=20, widths=[64, 256], steps=[0, 5, 10],
-             sweep=dict(n_train=40, n_test=20, width=64, iterations=10, sample=[[2, 1]]))
+             sweeps=[dict(n_train=40, n_test=20, width=64, iterations=10, sample=[[2, 1]])])
 LR_FACTORS = [0.1, 0.25, 0.5, 0.75, 0.95, 1.2]
 TOPOLOGIES = ["ring", "erdos_renyi", "star", "complete"]
 Q = 8
@@ -89,5 +90,5 @@ def run(quick: bool) -> list[dict]:
     rows = []
     for width in cfg["widths"]:
         rows += _width_rows(width, cfg)
-    rows.append(_sweep_row(cfg["sweep"]))
+    rows += [_sweep_row(sweep) for sweep in cfg["sweeps"]]
     return rows

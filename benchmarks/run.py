@@ -54,6 +54,13 @@ def machine() -> dict:
                 load_average=list(os.getloadavg()) if hasattr(os, "getloadavg") else None)
     for pkg in ("numpy", "scipy", "jax", "jaxlib", "neural-tangents"):
         info[pkg] = version(pkg)
+    try:  # threadpoolctl comes with scikit-learn
+        import numpy  # noqa: F401  (loads its BLAS, so that threadpoolctl sees it)
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return info
+    info["blas"] = [dict(library=b.get("internal_api"), version=b.get("version"), threads=b.get("num_threads"))
+                    for b in threadpool_info() if b.get("user_api") == "blas"]
     return info
 
 
