@@ -17,7 +17,8 @@ arrays with the configuration in ``_build/results`` (:mod:`p2pntk.results`).
 The step size is ``lr_factor`` times the DGD stability bound
 :func:`p2pntk.stability.dgd_step_size_bound` of the resolved empirical kernel.
 The analytic-kernel prediction keeps the finite network's initial outputs
-:math:`f_0` and replaces only the kernel.
+:math:`f_0` (zero for the default centred networks, ``center=True``) and
+replaces only the kernel.
 
 Kernels and closed forms are always float64. ``train_dtype="float32"`` trains the
 actual networks in single precision (about twice as fast on a CPU), starting
