@@ -1,11 +1,13 @@
 """The reproduction's accuracy claims, checked on the ci profile's configuration.
 
-Uses the reproduction chapter's own parameters (book/reproduction.md, ci profile)
-and the same results cache, so the book reuses what this test computes.
-Measured on 2026-11-26 (digits, N = 128, Q = 8, width 1024, DGD on the ring,
-step 0.5 x bound, 300 iterations): relative error of predicted test outputs
-3.3% (resolved kernel) and 5.0% (traced); test accuracy 91.7% actual and 91.7%
-predicted (the mean over agents). Thresholds: 6%, 8%, 2 points.
+Uses the reproduction and width chapters' own parameters (ci profile) and the
+same results cache, so the book reuses what these tests compute.
+Measured on 2026-11-27 (digits, N = 128, Q = 8, width 1024, centred networks,
+DGD on the ring, step 0.5 x bound, 300 iterations): relative error of predicted
+test outputs 1.55% (resolved kernel) and 6.77% (traced); test accuracy 94.63%
+actual and 94.53% predicted (mean over agents). Thresholds: 3%, 9%, 1 point.
+Width chapter (DGD, ring; widths 128, 512, 2048; 100 and 300 iterations):
+4.56/6.45%, 1.68/2.62%, 0.59/0.97% — monotone in width and length, as tested.
 """
 from pathlib import Path
 
@@ -33,9 +35,9 @@ def test_prediction_accuracy_on_ci_profile(run):
     acc_act = 1 - R.error_rate(run["actual_test"], run["labels_test"])[-1].mean()
     acc_pred = 1 - R.error_rate(run["pred_test"], run["labels_test"])[-1].mean()
     print(f"resolved {rel:.3%}, traced {rel_traced:.3%}, accuracy actual {acc_act:.2%} predicted {acc_pred:.2%}")
-    assert rel <= 0.06
-    assert rel_traced <= 0.08
-    assert abs(acc_act - acc_pred) <= 0.02
+    assert rel <= 0.03
+    assert rel_traced <= 0.09
+    assert abs(acc_act - acc_pred) <= 0.01
 
 
 def test_closed_form_equals_affine_training(run):

@@ -155,6 +155,8 @@ def cache_key(root: Path, source: Path, params: dict) -> str:
     from .results import code_hash
 
     h.update(code_hash().encode())  # the package actually imported, and the pins
+    for f in sorted((root / "benchmarks").glob("*.py")):  # code the benchmarks appendix runs
+        h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()
 
 
