@@ -74,3 +74,10 @@ def test_run_one_chapter_with_override_end_to_end(tmp_path):
     assert "n_agents = 9" in nb and "iterations = 20" in nb
     for name in ("fig-topologies", "fig-consensus-error"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+
+
+def test_bench_command_passes_options_to_the_benchmark_suite():
+    out = cli("bench", "--help")
+    assert out.returncode == 0 and "--quick" in out.stdout and "--only" in out.stdout
+    out = cli("bench", "--only", "nosuch")
+    assert out.returncode == 2 and "invalid choice: 'nosuch'" in out.stderr and "predict" in out.stderr

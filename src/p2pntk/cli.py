@@ -1,11 +1,12 @@
-"""Command-line interface: ``p2pntk chapters | run | reproduce``.
+"""Command-line interface: ``p2pntk chapters | run | reproduce | bench``.
 
 - ``p2pntk chapters [--profile P]`` lists the chapters and their parameters
   (default, and the profile's value where it differs);
 - ``p2pntk run CHAPTER [-p NAME=VALUE ...] [--profile P] [--html]`` executes one
   chapter with overrides (papermill), writing its executed notebook to
   ``_build/stage/book/`` and its figures to ``_build/figures/``;
-- ``p2pntk reproduce [--profile P]`` executes every chapter and builds the book.
+- ``p2pntk reproduce [--profile P]`` executes every chapter and builds the book;
+- ``p2pntk bench [--quick] [--only NAME ...]`` runs the benchmark suite (``benchmarks/run.py``).
 
 Unknown chapters, parameters, profiles, values of the wrong type, and string
 values outside their allowed set (``topology``, ``rule``, ``algorithm``,
@@ -92,6 +93,15 @@ def main(argv=None) -> None:
                                        "unchanged are reused) and build the HTML book into _build/html.")
     p_rep.add_argument("--profile", default="ci", help="ci (minutes) or paper (full size, hours)")
     p_rep.add_argument("--force", action="store_true", help="re-execute chapters whose cache key is unchanged")
+    sub.add_parser("bench", help="run the benchmark suite (benchmarks/run.py; `p2pntk bench --help`)",
+                   add_help=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # every option goes to benchmarks/run.py: --quick, --only NAME..., --json PATH
+        import runpy
+
+        bench = project_root() / "benchmarks"
+        sys.path.insert(0, str(bench))
+        sys.exit(runpy.run_path(str(bench / "run.py"), run_name="p2pntk_bench")["main"](argv[1:]))
     args = parser.parse_args(argv)
 
     root = project_root()
