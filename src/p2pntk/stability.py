@@ -176,13 +176,14 @@ def dgd_fixed_point(W, K, owner, f0, y, lr):
     return coef, train
 
 
-def warn_if_unstable(system, lr) -> None:
+def warn_if_unstable(system, lr, label: str = "") -> None:
     """Warn, naming the bound, if ``lr`` exceeds the algorithm's sufficient stable step size,
-    with the exact spectral radius and the predicted growth per iteration (small systems)."""
+    with the exact spectral radius and the predicted growth per iteration (small systems);
+    ``label`` starts the message (e.g. which configuration of a sweep)."""
     bound = _bound(system)
     if lr <= bound:
         return
-    msg = f"lr={lr:.4g} exceeds the stability bound {bound:.4g} of linearised {system.algorithm}"
+    msg = f"{label}lr={lr:.4g} exceeds the stability bound {bound:.4g} of linearised {system.algorithm}"
     if system.Q * system.Kmat.shape[0] <= 3000:
         rho = _radius(system, lr)
         msg += f"; spectral radius {rho:.6g}: " + (
