@@ -113,6 +113,7 @@ class _System:
         self._r0p = self.resid0[self._rows]
         self._wp = (1.0 / counts)[self._agent][:, None]                     # 1/N_q of each grouped row
         self._equal = bool(np.all(counts == counts[0]))
+        self.shared = {}        # W-independent results (stability's local lambda_max), shared by with_mixing copies
         self.test = None
         if K_test is not None:
             K_test = np.asarray(K_test, dtype=np.float64)

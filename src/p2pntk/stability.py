@@ -61,12 +61,14 @@ def _local_blocks(sys):
 
 
 def _local_lmax(sys):
-    """max_q lambda_max(K_qq) / N_q."""
-    out = 0.0
-    for q in range(sys.Q):
-        idx = np.flatnonzero(sys.d[q, :, 0])
-        out = max(out, np.linalg.eigvalsh(sys.Kmat[np.ix_(idx, idx)])[-1] * sys.d[q, idx[0], 0])
-    return out
+    """max_q lambda_max(K_qq) / N_q; independent of W, computed once per kernel (``sys.shared``)."""
+    if "local_lmax" not in sys.shared:
+        out = 0.0
+        for q in range(sys.Q):
+            idx = np.flatnonzero(sys.d[q, :, 0])
+            out = max(out, np.linalg.eigvalsh(sys.Kmat[np.ix_(idx, idx)])[-1] * sys.d[q, idx[0], 0])
+        sys.shared["local_lmax"] = out
+    return sys.shared["local_lmax"]
 
 
 def dgd_step_size_bound(W, K, owner) -> float:
