@@ -17,7 +17,8 @@ and the outputs on any input are :math:`f_q(x) = f_0(x) + K(x, X)\,a_q`. With
 - centralised: :math:`a^+ = a - \eta \tfrac1Q\sum_q D_q r`.
 
 These recursions are exact for the linearised model at any step size
-(:func:`linearized_outputs`). Their gradient flows (``t`` counts iterations),
+(:func:`linearized_outputs`; :func:`linearized_sweep` runs a grid of step sizes ×
+mixing matrices together, one pass over the kernel per iteration). Their gradient flows (``t`` counts iterations),
 e.g. for DGD :math:`\dot a = -((I-W)\otimes I) a - \eta D(\tilde K a + c)`, are
 solved in closed form by :func:`linearized_flow_outputs`.
 
