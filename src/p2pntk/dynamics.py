@@ -312,9 +312,15 @@ def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None,
     Their coefficients are the columns of one state :math:`[a_q^{(ij)}]_{ij}` (Q, n, L·m), so
     that every step computes :math:`K_{q,:}[a_q^{(ij)}]_{ij}` as one matrix–matrix product
     per agent — one pass over the kernel for all configurations, where L runs of
-    :func:`linearized_outputs` read it L times in matrix–vector products (memory-bound).
-    The mixing applies :math:`W_j` to the columns of its configurations; the step size is
-    a per-column vector. Equal to :func:`linearized_outputs` cell by cell (same operations).
+    :func:`linearized_outputs` read it L times in matrix–vector products (bound by memory
+    bandwidth). The mixing applies :math:`W_j` to the columns of its configurations; the
+    step size is a per-column vector. Equal to :func:`linearized_outputs` cell by cell up to
+    round-off (the same operations, summed in another order by BLAS).
+
+    Measured (one BLAS thread, resolved kernel, C = 10, Q = 8, L = 24, DGD): 1.6x faster
+    than L runs of :func:`linearized_outputs` at N = 128 (12 MiB kernel, held in a 32 MiB L3
+    cache, so each matrix–vector product is cheap), 4.9x at N = 256 (50 MiB) and 6x at
+    N = 512 (200 MiB), where every run streams the kernel from memory.
 
     Cost per step: :math:`O(n^2 L m)` flops, i.e. :math:`N^2 C\, L` (shared kernel) or
     :math:`(NC)^2 L` (resolved), with one pass over the kernel, plus
