@@ -9,7 +9,8 @@ iterations and outputs, with the kernel computation included — the empirical N
 (shared, :func:`p2pntk.kernels.analytic_ntk`). ``rel_err_test`` is the relative error
 of the prediction on the test outputs at the last iteration (finite-width effects).
 The sweep: :func:`p2pntk.reproduction.sweep`, 6 step sizes x 4 topologies from one
-empirical kernel; trained on a sample of cells, the training time extrapolated per cell.
+empirical kernel, all 24 cells advanced together by :func:`p2pntk.dynamics.linearized_sweep`;
+trained on a sample of cells, the training time extrapolated per cell.
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
 """Closed-form linearised dynamics versus brute-force training of the linearised network."""
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -191,3 +193,53 @@ def test_row_blocked_recursion_equals_dense_formula(algorithm, resolved, counts,
         A_new = sys.step(A.copy(), 0.1)
         np.testing.assert_allclose(A_new, _dense_step(sys, A, 0.1), rtol=0, atol=1e-12)
         A = A_new
+
+
+@pytest.mark.parametrize("algorithm", training.ALGORITHMS)
+@pytest.mark.parametrize("resolved", [False, True])
+@pytest.mark.parametrize("counts", [(1, 5, 2, 7, 3, 4, 1, 6) * 4,   # unequal N_q, Q = 32: per-agent blocks, CSR ring
+                                    (3, 3, 3, 3)])                  # equal N_q: batched blocks, dense W
+def test_sweep_equals_one_run_per_configuration(algorithm, resolved, counts):
+    """linearized_sweep (all step sizes x topologies in one state) equals linearized_outputs
+    cell by cell, with per-cell step sizes (one beyond the bound: one warning per such cell)."""
+    rng = np.random.default_rng(1)
+    Q, N, C = len(counts), sum(counts), 2
+    owner = rng.permutation(np.repeat(np.arange(Q), counts))
+    F = rng.standard_normal((N * C + 3 * C, N * C + 2))                      # rows: training, then test
+    K = (F[:N * C] @ F[:N * C].T / (N * C)).reshape(N, C, N, C) if resolved else F[:N] @ F[:N].T / N
+    Kt = (F[N * C:] @ F[:N * C].T / (N * C)).reshape(3, C, N, C) if resolved else F[N * C:N * C + 3] @ F[:N].T / N
+    f0, y, f0t = rng.standard_normal((N, C)), rng.standard_normal((N, C)), rng.standard_normal((3, C))
+    Ws = [graphs.mixing_matrix(graphs.topology(t, Q)) for t in ("ring", "complete")]
+    bounds = [stability.step_size_bound(algorithm, W, K, owner) for W in Ws]
+    lrs = np.array([0.3, 0.9, 1.1])[:, None] * bounds                          # (I, T): own step per cell
+    steps = [0, 2, 9]
+    with pytest.warns(RuntimeWarning) as caught:
+        sw = dynamics.linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, K_test=Kt, f0_test=f0t)
+    assert len([w for w in caught if "exceeds the stability bound" in str(w.message)]) == len(Ws)
+    assert sw.train.shape == (3, 2, 3, Q, N, C) and sw.test.shape == (3, 2, 3, Q, 3, C)
+    assert sw.coef.shape == sw.train.shape
+    for i in range(3):
+        for j in range(2):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                one = dynamics.linearized_outputs(algorithm, Ws[j], K, owner, f0, y, lrs[i, j], steps,
+                                                  K_test=Kt, f0_test=f0t)
+            for got, want in ((sw.train, one.train), (sw.test, one.test), (sw.coef, one.coef)):
+                assert rel(got[i, j, 1:], want[1:]) <= 1e-12, (i, j)
+    # the topologies really differ (a wrong W per column block would fail above), except centralised
+    assert (rel(sw.train[0, 0, -1], sw.train[0, 1, -1]) > 1e-3) == (algorithm != "centralized")
+
+
+def test_sweep_shares_step_sizes_across_topologies_and_checks_shapes():
+    rng = np.random.default_rng(2)
+    owner, K = np.repeat(np.arange(4), 2), np.eye(8)
+    f0, y = np.zeros((8, 1)), rng.standard_normal((8, 1))
+    Ws = [graphs.mixing_matrix(graphs.topology(t, 4)) for t in ("ring", "star", "complete")]
+    sw = dynamics.linearized_sweep("dgd", Ws, K, owner, f0, y, [0.1, 0.4], [5])
+    for i, lr in enumerate([0.1, 0.4]):
+        for j, W in enumerate(Ws):
+            np.testing.assert_array_equal(sw.train[i, j], dynamics.linearized_outputs("dgd", W, K, owner, f0, y, lr, [5]).train)
+    assert sw.test is None
+    for bad in ([], [[0.1, 0.2]], [0.1, -1.0]):
+        with pytest.raises(ValueError):
+            dynamics.linearized_sweep("dgd", Ws, K, owner, f0, y, bad, [5])

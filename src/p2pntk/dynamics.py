@@ -17,7 +17,8 @@ and the outputs on any input are :math:`f_q(x) = f_0(x) + K(x, X)\,a_q`. With
 - centralised: :math:`a^+ = a - \eta \tfrac1Q\sum_q D_q r`.
 
 These recursions are exact for the linearised model at any step size
-(:func:`linearized_outputs`). Their gradient flows (``t`` counts iterations),
+(:func:`linearized_outputs`; :func:`linearized_sweep` runs a grid of step sizes ×
+mixing matrices together, one pass over the kernel per iteration). Their gradient flows (``t`` counts iterations),
 e.g. for DGD :math:`\dot a = -((I-W)\otimes I) a - \eta D(\tilde K a + c)`, are
 solved in closed form by :func:`linearized_flow_outputs`.
 
@@ -27,6 +28,7 @@ All computations are float64 NumPy/SciPy, independent of JAX's precision setting
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 
@@ -61,6 +63,10 @@ class _System:
     (``nnz(W) <= Q²/10``; a ring of 64 agents mixes 4x faster, while for small
     or dense W the dense BLAS product is faster).
 
+    The state may hold L configurations side by side, (Q, n, L·m) with configuration l in
+    columns ``l*m:(l+1)*m`` (:func:`linearized_sweep`): the step size is then one per column,
+    and :class:`_Sweep` mixes each configuration's columns with its own W.
+
     Cost per step: :math:`O(n^2 m)` for the gradients (:math:`N^2 C` shared,
     :math:`(NC)^2` resolved, independent of Q) plus :math:`O(\mathrm{nnz}(W)\, n m)`
     for the mixing. Memory: two copies of the (n, n) kernel (``Kmat`` and its
@@ -69,7 +75,7 @@ class _System:
 
     def __init__(self, algorithm, W, K, owner, f0, y, K_test=None, f0_test=None):
         self.algorithm = check_algorithm(algorithm)
-        self.W = check_mixing_matrix(W)
+        self._set_mixing(W)
         Q = self.W.shape[0]
         f0 = np.asarray(f0, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
@@ -108,8 +114,7 @@ class _System:
         self._r0p = self.resid0[self._rows]
         self._wp = (1.0 / counts)[self._agent][:, None]                     # 1/N_q of each grouped row
         self._equal = bool(np.all(counts == counts[0]))
-        nnz = np.count_nonzero(self.W)
-        self._Wmix = scipy.sparse.csr_array(self.W) if nnz <= Q * Q / 10 else self.W
+        self.shared = {}        # W-independent results (stability's local lambda_max), shared by with_mixing copies
         self.test = None
         if K_test is not None:
             K_test = np.asarray(K_test, dtype=np.float64)
@@ -122,6 +127,19 @@ class _System:
             self.test = (K_test.reshape(Nt * C, N * C) if self.resolved else K_test,
                          f0_test.reshape(Nt * C, 1) if self.resolved else f0_test)
 
+    def _set_mixing(self, W):
+        self.W = check_mixing_matrix(W)
+        Q = self.W.shape[0]
+        self._Wmix = scipy.sparse.csr_array(self.W) if np.count_nonzero(self.W) <= Q * Q / 10 else self.W
+
+    def with_mixing(self, W):
+        """The same system with mixing matrix ``W`` (same Q); the kernel arrays are shared, not copied."""
+        new = copy.copy(self)
+        new._set_mixing(W)
+        if new.W.shape != self.W.shape:
+            raise ValueError(f"all mixing matrices must be {self.W.shape}, got {new.W.shape}")
+        return new
+
     # --- outputs of a state -------------------------------------------------
     @staticmethod
     def apply(Kx, A):
@@ -129,26 +147,37 @@ class _System:
         Q, n, m = A.shape
         return (Kx @ A.transpose(1, 0, 2).reshape(n, Q * m)).reshape(-1, Q, m).transpose(1, 0, 2)
 
-    def _outputs(self, A, Kx, f0x):
-        out = f0x[None] + self.apply(Kx, A)
-        return out.reshape(A.shape[0], -1, self.C)
+    def _configs(self, X):
+        """(Q, n_x, L·m) -> (L, Q, N_x, C): the columns of each configuration as outputs."""
+        Q, nx, cols = X.shape
+        m = self.resid0.shape[1]
+        return X.reshape(Q, nx, cols // m, m).transpose(2, 0, 1, 3).reshape(cols // m, Q, -1, self.C)
+
+    def record_all(self, A):
+        """Train outputs, test outputs (or None) and coefficients of every configuration
+        of a state (Q, n, L·m), each (L, Q, ·, C); one matrix product per output set."""
+        L = A.shape[2] // self.resid0.shape[1]
+        out = lambda Kx, f0x: self._configs(self.apply(Kx, A) + np.tile(f0x, L)[None])
+        test = out(*self.test) if self.test is not None else None
+        return out(self.Kmat, self.f0), test, self._configs(A)
 
     def record(self, A):
-        train = self._outputs(A, self.Kmat, self.f0)
-        test = self._outputs(A, *self.test) if self.test is not None else None
-        return train, test, A.reshape(self.Q, self.N, self.C)
+        """Train outputs, test outputs (or None) and coefficients of a single-configuration state (Q, n, m)."""
+        return tuple(None if x is None else x[0] for x in self.record_all(A))
 
     # --- one step of the exact recursion ------------------------------------
     def local_grad(self, A):
-        r"""Nonzero rows of :math:`D_q r_q` of all agents, (n, m) in the grouped row order
-        (row ``j`` belongs to agent ``_agent[j]``, state row ``_rows[j]``). Cost :math:`O(n^2 m)`."""
-        Q, n, m = A.shape
+        r"""Nonzero rows of :math:`D_q r_q` of all agents, (n, L·m) in the grouped row order
+        (row ``j`` belongs to agent ``_agent[j]``, state row ``_rows[j]``). Cost :math:`O(n^2 L m)`,
+        one pass over the kernel rows for all L configurations."""
+        Q, n, cols = A.shape
         if self._equal:
-            KA = (self._Kp.reshape(Q, -1, n) @ A).reshape(n, m)
+            KA = (self._Kp.reshape(Q, -1, n) @ A).reshape(n, cols)
         else:
             s = self._start
             KA = np.concatenate([self._Kp[s[q]:s[q + 1]] @ A[q] for q in range(Q)])
-        return self._wp * (KA + self._r0p)
+        m = self._r0p.shape[1]
+        return self._wp * (KA.reshape(n, -1, m) + self._r0p[:, None]).reshape(n, cols)
 
     def grad(self, A):
         """Coefficient gradients :math:`D_q r_q` of all agents, (Q, n, m) (dense; zero outside agent q's rows)."""
@@ -157,7 +186,8 @@ class _System:
         return G
 
     def _descend(self, A, B, lr):
-        r""":math:`A - \eta\, D r(B)` without forming the dense gradient (A is overwritten)."""
+        r""":math:`A - \eta\, D r(B)` without forming the dense gradient (A is overwritten;
+        ``lr`` a scalar or one per column)."""
         A[self._agent, self._rows] -= lr * self.local_grad(B)
         return A
 
@@ -179,21 +209,46 @@ class _System:
         return A - lr / self.Q * g[None]
 
 
-def _run(system, steps, lr):
-    steps = check_steps(steps)
+class _Sweep(_System):
+    """L = T·I configurations of one system in one state (Q, n, L·m): configuration
+    l = j·I + i (mixing matrix ``Ws[j]``, i-th step size) in columns ``l*m:(l+1)*m``,
+    so the T column blocks of I·m columns are mixed by their own W. Shares the kernel
+    (``W`` is ``Ws[0]``; the per-W systems, e.g. for stability checks, are ``systems``)."""
+
+    def __init__(self, system, Ws):
+        vars(self).update(vars(system))
+        self.systems = [system.with_mixing(W) for W in Ws]
+
+    def mix(self, A):
+        out = np.empty_like(A)             # filled block by block: np.concatenate on axis 2 is 4x slower
+        blocks = (np.split(X, len(self.systems), axis=2) for X in (A, out))
+        for s, B, O in zip(self.systems, *blocks):
+            O[...] = s.mix(B)
+        return out
+
+
+def _check_lr(system, lr, label=""):
+    """Validate a step size; warn (naming the bound) if it exceeds ``system``'s stability bound."""
     if not np.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive finite step size, got {lr}")
     from .stability import warn_if_unstable
 
-    warn_if_unstable(system, lr)
-    A = np.zeros((system.Q,) + system.resid0.shape)
-    done, out = 0, []
+    warn_if_unstable(system, lr, label)
+
+
+def _run(system, steps, lr):
+    """Iterate from :math:`a_q(0) = 0` with step sizes ``lr`` (one per state column, length L·m)
+    and record at ``steps``: (steps, train, test or None, coef), each (S, L, Q, ·, C)."""
+    steps = check_steps(steps)
+    A = np.zeros((system.Q, system.resid0.shape[0], len(lr)))
+    done, recs = 0, []
     for s in steps:
         for _ in range(int(s) - done):
             A = system.step(A, lr)
         done = int(s)
-        out.append(system.record(A))
-    return out
+        recs.append(system.record_all(A))
+    train, test, coef = (None if x[0] is None else np.stack(x) for x in zip(*recs))
+    return steps, train, test, coef
 
 
 def _result(steps, recs):
@@ -239,7 +294,67 @@ def linearized_outputs(algorithm, W, K, owner, f0, y, lr, steps, *, K_test=None,
         array([0.5, 0. ])
     """
     system = _System(algorithm, W, K, owner, f0, y, K_test, f0_test)
-    return _result(steps, _run(system, steps, lr))
+    _check_lr(system, lr)
+    steps, train, test, coef = _run(system, steps, np.full(system.resid0.shape[1], float(lr)))
+    one = lambda x: None if x is None else x[:, 0]                     # the single configuration
+    return DynamicsResult(np.asarray(steps), one(train), one(test), None, one(coef))
+
+
+def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None, f0_test=None) -> DynamicsResult:
+    r"""Exact outputs of linearised peer-to-peer training for every step size × mixing matrix, together.
+
+    The L = I·T configurations (:math:`\eta_i`, :math:`W_j`), I = ``len(lrs)``,
+    T = ``len(Ws)``, share the kernel, the data and :math:`a_q(0) = 0`; each follows the
+    recursion of :func:`linearized_outputs`, e.g. for DGD
+
+    .. math:: a_q^{(ij)}(k+1) = \sum_l (W_j)_{ql}\, a_l^{(ij)}(k) - \eta_{ij} D_q\big(f_0 + K a_q^{(ij)}(k) - y\big).
+
+    Their coefficients are the columns of one state :math:`[a_q^{(ij)}]_{ij}` (Q, n, L·m), so
+    that every step computes :math:`K_{q,:}[a_q^{(ij)}]_{ij}` as one matrix–matrix product
+    per agent — one pass over the kernel for all configurations, where L runs of
+    :func:`linearized_outputs` read it L times in matrix–vector products (bound by memory
+    bandwidth). The mixing applies :math:`W_j` to the columns of its configurations; the
+    step size is a per-column vector. Equal to :func:`linearized_outputs` cell by cell up to
+    round-off (the same operations, summed in another order by BLAS).
+
+    Measured (one BLAS thread, resolved kernel, C = 10, Q = 8, L = 24, DGD): 1.6x faster
+    than L runs of :func:`linearized_outputs` at N = 128 (12 MiB kernel, held in a 32 MiB L3
+    cache, so each matrix–vector product is cheap), 4.9x at N = 256 (50 MiB) and 6x at
+    N = 512 (200 MiB), where every run streams the kernel from memory.
+
+    Cost per step: :math:`O(n^2 L m)` flops, i.e. :math:`N^2 C\, L` (shared kernel) or
+    :math:`(NC)^2 L` (resolved), with one pass over the kernel, plus
+    :math:`O(\sum_j \mathrm{nnz}(W_j)\, N C\, I)` for the mixing; each recorded step one
+    product :math:`O(Q (N + N_{\rm test}) N C\, L)` (resolved: times C). Memory: the two
+    (n, n) kernel copies once (shared by all configurations) plus a few states of
+    :math:`Q N C L` floats, and the recorded outputs, :math:`S Q (N + N_{\rm test}) C L`.
+
+    A :class:`RuntimeWarning` naming the stability bound is issued for every configuration
+    whose step size exceeds it (:func:`p2pntk.stability.warn_if_unstable`).
+
+    Args:
+        algorithm, K, owner, f0, y, steps, K_test, f0_test: as :func:`linearized_outputs`.
+        Ws: T (Q, Q) mixing matrices (same Q).
+        lrs: (I,) step sizes shared by every W, or (I, T), one per configuration.
+
+    Returns:
+        :class:`DynamicsResult` with ``train`` (I, T, S, Q, N, C), ``test``
+        (I, T, S, Q, N_test, C) and ``coef`` (I, T, S, Q, N, C): index ``[i, j]`` is
+        ``linearized_outputs(algorithm, Ws[j], ..., lrs[i] (or lrs[i, j]), steps)``.
+    """
+    T = len(Ws)
+    lrs = np.asarray(lrs, dtype=np.float64)
+    if T == 0 or lrs.ndim not in (1, 2) or lrs.shape[1:] not in ((), (T,)) or len(lrs) == 0:
+        raise ValueError(f"lrs must have shape (I,) or (I, len(Ws)) = (I, {T}) with I >= 1, got {lrs.shape}")
+    I = len(lrs)
+    lrs = np.broadcast_to(lrs.reshape(I, -1), (I, T))
+    system = _Sweep(_System(algorithm, Ws[0], K, owner, f0, y, K_test, f0_test), Ws)
+    for j, s in enumerate(system.systems):
+        for i in range(I):
+            _check_lr(s, lrs[i, j], f"configuration (lr {i}, W {j}): ")
+    steps, train, test, coef = _run(system, steps, np.repeat(lrs.T.ravel(), system.resid0.shape[1]))
+    grid = lambda x: None if x is None else x.reshape((len(x), T, I) + x.shape[2:]).swapaxes(0, 2)  # (S, L) -> (I, T, S)
+    return DynamicsResult(np.asarray(steps), grid(train), grid(test), None, grid(coef))
 
 
 def _flow_generator(system, lr):

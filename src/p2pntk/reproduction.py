@@ -185,7 +185,8 @@ def sweep(config: dict, lr_factors, topologies, sample) -> dict:
     r"""Hyper-parameter landscape: final test error over step size × topology.
 
     Every grid point is predicted in closed form from **one** kernel (the empirical
-    NTK at :math:`\theta_0`, output-resolved); the points in ``sample`` (pairs of
+    NTK at :math:`\theta_0`, output-resolved), all together by
+    :func:`p2pntk.dynamics.linearized_sweep` (one pass over the kernel per iteration); the points in ``sample`` (pairs of
     indices into ``lr_factors`` × ``topologies``) are also actually trained. The
     wall-clock times of both are measured in the same run. ``config`` fixes the
     rest (keys of :data:`DEFAULTS`); the last of ``config["steps"]`` is the
@@ -196,8 +197,7 @@ def sweep(config: dict, lr_factors, topologies, sample) -> dict:
     owner, apply_fn, params0, f0, f0t = p.owner, p.apply_fn, p.params0, p.f0, p.f0_test
     k_end = [cfg["steps"][-1]]
     shape = (len(lr_factors), len(topologies))
-    pred_err, act_err = np.full(shape, np.nan), np.full(shape, np.nan)
-    pred_loss, act_loss = np.full(shape, np.nan), np.full(shape, np.nan)
+    act_err, act_loss = np.full(shape, np.nan), np.full(shape, np.nan)
     t0 = time.perf_counter()
     K = np.asarray(kernels.empirical_ntk(apply_fn, params0, x))
     Kt = np.asarray(kernels.empirical_ntk(apply_fn, params0, xt, x))
@@ -205,12 +205,9 @@ def sweep(config: dict, lr_factors, topologies, sample) -> dict:
     Ws = [graphs.mixing_matrix(graphs.topology(t, cfg["n_agents"], seed=cfg["seed"]), cfg["rule"]) for t in topologies]
     bounds = np.array([stability.dgd_step_size_bound(W, K, owner) for W in Ws])
     lr = np.array(lr_factors)[:, None] * bounds[None, :]
-    for i in range(shape[0]):
-        for j in range(shape[1]):
-            r = dynamics.linearized_outputs(cfg["algorithm"], Ws[j], K, owner, f0, y, lr[i, j], k_end,
-                                            K_test=Kt, f0_test=f0t)
-            pred_err[i, j] = error_rate(r.test, d["labels_test"])[-1].mean()
-            pred_loss[i, j] = mse(r.test, d["y_test"])[-1].mean()
+    r = dynamics.linearized_sweep(cfg["algorithm"], Ws, K, owner, f0, y, lr, k_end, K_test=Kt, f0_test=f0t)
+    pred_err = error_rate(r.test[:, :, -1], d["labels_test"]).mean(axis=-1)         # (lrs, topologies)
+    pred_loss = mse(r.test[:, :, -1], d["y_test"]).mean(axis=-1)
     t_pred = time.perf_counter() - t0
     t0 = time.perf_counter()
     for i, j in sample:

@@ -61,12 +61,14 @@ def _local_blocks(sys):
 
 
 def _local_lmax(sys):
-    """max_q lambda_max(K_qq) / N_q."""
-    out = 0.0
-    for q in range(sys.Q):
-        idx = np.flatnonzero(sys.d[q, :, 0])
-        out = max(out, np.linalg.eigvalsh(sys.Kmat[np.ix_(idx, idx)])[-1] * sys.d[q, idx[0], 0])
-    return out
+    """max_q lambda_max(K_qq) / N_q; independent of W, computed once per kernel (``sys.shared``)."""
+    if "local_lmax" not in sys.shared:
+        out = 0.0
+        for q in range(sys.Q):
+            idx = np.flatnonzero(sys.d[q, :, 0])
+            out = max(out, np.linalg.eigvalsh(sys.Kmat[np.ix_(idx, idx)])[-1] * sys.d[q, idx[0], 0])
+        sys.shared["local_lmax"] = out
+    return sys.shared["local_lmax"]
 
 
 def dgd_step_size_bound(W, K, owner) -> float:
@@ -176,13 +178,14 @@ def dgd_fixed_point(W, K, owner, f0, y, lr):
     return coef, train
 
 
-def warn_if_unstable(system, lr) -> None:
+def warn_if_unstable(system, lr, label: str = "") -> None:
     """Warn, naming the bound, if ``lr`` exceeds the algorithm's sufficient stable step size,
-    with the exact spectral radius and the predicted growth per iteration (small systems)."""
+    with the exact spectral radius and the predicted growth per iteration (small systems);
+    ``label`` starts the message (e.g. which configuration of a sweep)."""
     bound = _bound(system)
     if lr <= bound:
         return
-    msg = f"lr={lr:.4g} exceeds the stability bound {bound:.4g} of linearised {system.algorithm}"
+    msg = f"{label}lr={lr:.4g} exceeds the stability bound {bound:.4g} of linearised {system.algorithm}"
     if system.Q * system.Kmat.shape[0] <= 3000:
         rho = _radius(system, lr)
         msg += f"; spectral radius {rho:.6g}: " + (
