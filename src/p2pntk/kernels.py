@@ -177,18 +177,9 @@ def empirical_ntk(apply_fn, params, x1, x2=None, *, resolved: bool = True):
     return jnp.transpose(K, (0, 2, 1, 3)) if resolved else K
 
 
-_JITTED: dict = {}
-
-
 def analytic_ntk(kernel_fn, x1, x2=None):
-    r"""Infinite-width NTK :math:`\Theta(x_1, x_2)`, shape ``(N1, N2)`` (shared by the outputs).
-
-    ``kernel_fn`` is compiled once (``jax.jit``, as neural-tangents recommends) and reused:
-    un-jitted, each call dispatches every layer's operations one by one.
-    """
-    if kernel_fn not in _JITTED:
-        _JITTED[kernel_fn] = jax.jit(kernel_fn, static_argnames="get")
-    return _JITTED[kernel_fn](x1, x2, get="ntk")
+    r"""Infinite-width NTK :math:`\Theta(x_1, x_2)`, shape ``(N1, N2)`` (shared by the outputs)."""
+    return kernel_fn(x1, x2, "ntk")
 
 
 def centred(apply_fn, params0):
