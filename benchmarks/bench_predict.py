@@ -49,8 +49,8 @@ def _width_rows(width, cfg):
     del K, Kt
 
     def analytic():
-        Ka = np.asarray(kernels.analytic_ntk(p.kernel_fn, x))
-        Kat = np.asarray(kernels.analytic_ntk(p.kernel_fn, xt, x))
+        both = np.asarray(kernels.analytic_ntk(p.kernel_fn, jnp.concatenate([x, xt]), x))  # one call: [K; K_test]
+        Ka, Kat = both[:len(x)], both[len(x):]
         return dynamics.linearized_outputs("dgd", W, Ka, p.owner, p.f0, p.y, lr, steps, K_test=Kat, f0_test=p.f0_test)
 
     t_ana, pred_a = seconds(analytic)
