@@ -87,6 +87,12 @@ def _largest(coef, budget_mib):
     return float(real[real > 0].max())
 
 
+def _size_rows(varied: str, sizes, measured) -> list[dict]:
+    """One row per (Q, N) of a scan over ``varied``, from (per-iteration s, total s, peak MiB)."""
+    return [row("scale", f"Q={Q}, N={N}", np.nan, it, f"per iteration, vs {varied}; peak {mem:.0f} MiB", Q=Q, N=N,
+                per_iter_s=it, total_s=tot, peak_MiB=mem) for (Q, N), (it, tot, mem) in zip(sizes, measured)]
+
+
 def run(quick: bool) -> list[dict]:
     cfg = QUICK if quick else FULL
     k = cfg["iterations"]
@@ -98,14 +104,13 @@ def run(quick: bool) -> list[dict]:
     slope_Q = experiments.loglog_slope(cfg["Qs"], byQ[:, 0])
     fit_Q = np.polyfit(cfg["Qs"], byQ[:, 2], 1)
     N = cfg["N_for_Q"]
-    for Q, (it, tot, mem) in zip(cfg["Qs"], byQ):
-        rows.append(row("scale", f"Q={Q}, N={N}", np.nan, it, f"per iteration, vs Q; peak {mem:.0f} MiB", Q=Q, N=N,
-                        per_iter_s=it, total_s=tot, peak_MiB=mem))
+    rows += _size_rows("Q", [(Q, N) for Q in cfg["Qs"]], byQ)
+    largest_Q = _largest(fit_Q, BUDGET / 2 ** 20)
     rows.append(row("scale", f"Q={Qmax}, N={N}: dense vs row-blocked recursion", t_dense, byQ[-1, 0],
                     f"former dense recursion vs ours, per iteration; time ~ Q^{slope_Q:.2f} (fit over Q); "
                     f"memory {fit_Q[1]:.0f} MiB + {fit_Q[0]:.2f} MiB/agent -> largest Q in 24 GiB at N={N}: "
-                    f"{_largest(fit_Q, BUDGET / 2 ** 20):.3g}",
-                    exponent_Q=slope_Q, largest_Q_24GiB=_largest(fit_Q, BUDGET / 2 ** 20), N=N, Q=Qmax))
+                    f"{largest_Q:.3g}",
+                    exponent_Q=slope_Q, largest_Q_24GiB=largest_Q, N=N, Q=Qmax))
     byN = []
     for n in cfg["Ns"]:
         K, Kt = synthetic_kernel(n, n // 4)
@@ -115,9 +120,7 @@ def run(quick: bool) -> list[dict]:
     slope_N = experiments.loglog_slope(cfg["Ns"], byN[:, 0])
     fit_N = np.polyfit(cfg["Ns"], byN[:, 2], 2)
     Q = cfg["Q_for_N"]
-    for n, (it, tot, mem) in zip(cfg["Ns"], byN):
-        rows.append(row("scale", f"Q={Q}, N={n}", np.nan, it, f"per iteration, vs N; peak {mem:.0f} MiB", Q=Q, N=n,
-                        per_iter_s=it, total_s=tot, peak_MiB=mem))
+    rows += _size_rows("N", [(Q, n) for n in cfg["Ns"]], byN)
     largest_N = _largest(fit_N, BUDGET / 2 ** 20)
     rows.append(row("scale", f"Q={Q}: fit over N", np.nan, byN[-1, 0],
                     f"time per iteration ~ N^{slope_N:.2f}; memory quadratic in N -> largest N in 24 GiB at Q={Q}: "
