@@ -6,7 +6,8 @@ training and test points at every recorded iteration; its time includes JIT comp
 as in the book. Ours: :func:`p2pntk.dynamics.linearized_outputs` for the same agents,
 iterations and outputs, with the kernel computation included — the empirical NTK
 (output-resolved, :func:`p2pntk.kernels.empirical_ntk`) or the analytic NTK
-(shared, :func:`p2pntk.kernels.analytic_ntk`). ``rel_err_test`` is the relative error
+(shared, :func:`p2pntk.kernels.analytic_ntk`; its jitted ``kernel_fn`` does not depend
+on the width, so it is compiled once, in the first width's row, and reused by the others). ``rel_err_test`` is the relative error
 of the prediction on the test outputs at the last iteration (finite-width effects).
 The sweep: :func:`p2pntk.reproduction.sweep`, 6 step sizes x 4 topologies from one
 empirical kernel, all 24 cells advanced together by :func:`p2pntk.dynamics.linearized_sweep`;
@@ -48,12 +49,12 @@ def _width_rows(width, cfg):
                                                               K_test=Kt, f0_test=p.f0_test))
     del K, Kt
 
-    def analytic():
-        both = np.asarray(kernels.analytic_ntk(p.kernel_fn, jnp.concatenate([x, xt]), x))  # one call: [K; K_test]
-        Ka, Kat = both[:len(x)], both[len(x):]
-        return dynamics.linearized_outputs("dgd", W, Ka, p.owner, p.f0, p.y, lr, steps, K_test=Kat, f0_test=p.f0_test)
-
-    t_ana, pred_a = seconds(analytic)
+    # One call gives [K; K_test]. kernel_fn is jitted and shared by all widths (the limit kernel
+    # does not depend on the width), so it compiles at the first width and is reused at the others.
+    t_ana_kernel, both = seconds(lambda: np.asarray(kernels.analytic_ntk(p.kernel_fn, jnp.concatenate([x, xt]), x)))
+    t_ana_rec, pred_a = seconds(lambda: dynamics.linearized_outputs(
+        "dgd", W, both[:len(x)], p.owner, p.f0, p.y, lr, steps, K_test=both[len(x):], f0_test=p.f0_test))
+    t_ana = t_ana_kernel + t_ana_rec
     t_train, act = seconds(lambda: training.simulate("dgd", p.apply_fn, p.params0, W, x, jnp.asarray(p.y), p.owner, lr,
                                                      steps, x_test=xt))
     err = lambda pr: reproduction.relative_error(pr.test[-1:], act.test[-1:], p.f0_test)[0]
@@ -65,12 +66,14 @@ def _width_rows(width, cfg):
             f"kernel {t_emp_kernel:.3g} s + recursion {t_emp:.3g} s (resolved K) vs simulate (incl. JIT)",
             kernel_s=t_emp_kernel, rel_err_test=err(pred), **common),
         row("predict", case + ", analytic NTK", t_train, t_ana,
-            "analytic kernel + recursion (shared K) vs simulate (incl. JIT)" + ("; issue target >= 100x" if big else ""),
-            target=100.0 if big else None, rel_err_test=err(pred_a), **common),
+            f"analytic kernel {t_ana_kernel:.3g} s (jitted; {'includes its compilation' if width == cfg['widths'][0] else 'compiled at the first width'}) "
+            f"+ recursion {t_ana_rec:.3g} s (shared K) vs simulate (incl. JIT)" + ("; issue target >= 100x" if big else ""),
+            target=100.0 if big else None, kernel_s=t_ana_kernel, rel_err_test=err(pred_a), **common),
     ]
 
 
 def _sweep_row(cfg):
+    big = cfg["width"] == 4096              # the issue's targets are stated at width 4096
     config = dict(dataset="digits", n_train=cfg["n_train"], n_test=cfg["n_test"], n_agents=Q, width=cfg["width"],
                   steps=[0, cfg["iterations"]])
     sw = reproduction.sweep(config, LR_FACTORS, TOPOLOGIES, cfg["sample"])
@@ -81,8 +84,8 @@ def _sweep_row(cfg):
     return row("predict", f"sweep {n_cells} configs, width {cfg['width']}, N={cfg['n_train']}, {cfg['iterations']} its",
                per_cell * n_cells, float(sw["seconds_predict_all"]),
                f"one empirical kernel ({float(sw['seconds_kernel']):.3g} s, included) for all cells; training timed on "
-               f"{int(sw['n_sample'])} cell(s) and extrapolated x{n_cells}; issue target >= 10x",
-               target=10.0, n_configs=n_cells, n_trained=int(sw["n_sample"]), train_s_per_cell=per_cell,
+               f"{int(sw['n_sample'])} cell(s) and extrapolated x{n_cells}" + ("; issue target >= 10x" if big else ""),
+               target=10.0 if big else None, n_configs=n_cells, n_trained=int(sw["n_sample"]), train_s_per_cell=per_cell,
                max_test_error_gap=gap)
 
 

@@ -23,6 +23,7 @@ Kernel layouts used throughout the package:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 import jax
@@ -72,7 +73,9 @@ def mlp(width: int, depth: int = 1, n_out: int = 1, *, activation: str = "relu",
         W_std, b_std: :math:`\sigma_w, \sigma_b`.
 
     Returns:
-        ``(init_fn, apply_fn, kernel_fn)`` of ``neural_tangents.stax``.
+        ``(init_fn, apply_fn, kernel_fn)`` of ``neural_tangents.stax``; ``kernel_fn`` is
+        jitted (``static_argnames="get"``, as the neural-tangents README recommends) and
+        shared by every width (:func:`_kernel_fn`).
 
     Example:
         >>> init_fn, apply_fn, kernel_fn = mlp(16, depth=2, n_out=3)
@@ -86,9 +89,27 @@ def mlp(width: int, depth: int = 1, n_out: int = 1, *, activation: str = "relu",
     for _ in range(depth):
         layers += [stax.Dense(width, W_std=W_std, b_std=b_std, parameterization="ntk"), ACTIVATIONS[activation]()]
     layers += [stax.Dense(n_out, W_std=W_std, b_std=b_std, parameterization="ntk")]
-    init_fn, apply_fn, kernel_fn = stax.serial(*layers)
+    init_fn, apply_fn, _ = stax.serial(*layers)
     apply_fn.mlp_spec = dict(activation=activation, W_std=W_std, b_std=b_std)  # enables structured_ntk
-    return init_fn, apply_fn, kernel_fn
+    return init_fn, apply_fn, _kernel_fn(depth, n_out, activation, W_std, b_std)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_fn(depth, n_out, activation, W_std, b_std):
+    r"""The jitted infinite-width ``kernel_fn`` of :func:`mlp`, one per architecture.
+
+    In NTK parameterisation the limit kernel :math:`\Theta` does not depend on the
+    width (the width only sets how fast the empirical NTK approaches it), so all widths
+    share one function, built with a placeholder width. Un-jitted, every call of
+    neural-tangents' ``kernel_fn`` re-traces its shape propagation (``jax.eval_shape``,
+    most of a call's time at N = 512); jitted, the first call with given input shapes
+    compiles and later calls, at any width, reuse the compiled kernel.
+    """
+    layers = []
+    for _ in range(depth):
+        layers += [stax.Dense(1, W_std=W_std, b_std=b_std, parameterization="ntk"), ACTIVATIONS[activation]()]
+    layers += [stax.Dense(n_out, W_std=W_std, b_std=b_std, parameterization="ntk")]
+    return jax.jit(stax.serial(*layers)[2], static_argnames="get")
 
 
 _DERIVATIVES = {
