@@ -57,7 +57,7 @@ def _width_rows(width, cfg):
     t_ana = t_ana_kernel + t_ana_rec
     t_train, act = seconds(lambda: training.simulate("dgd", p.apply_fn, p.params0, W, x, jnp.asarray(p.y), p.owner, lr,
                                                      steps, x_test=xt))
-    err = lambda pr: reproduction.relative_error(pr.test[-1:], act.test[-1:], p.f0_test)[0]
+    err = lambda pr: reproduction.movement_error(pr.test[-1:], act.test[-1:], p.f0_test)[0]
     case = f"width {width}, Q={Q}, N={cfg['n_train']}, {steps[-1]} its"
     common = dict(width=width, n_train=cfg["n_train"], n_test=cfg["n_test"], iterations=steps[-1], n_recorded=len(steps))
     big = width == max(FULL["widths"])

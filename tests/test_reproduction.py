@@ -30,8 +30,8 @@ def run():
 
 
 def test_prediction_accuracy_on_ci_profile(run):
-    rel = R.relative_error(run["pred_test"], run["actual_test"], run["f0_test"])[-1]
-    rel_traced = R.relative_error(run["traced_test"], run["actual_test"], run["f0_test"])[-1]
+    rel = R.movement_error(run["pred_test"], run["actual_test"], run["f0_test"])[-1]
+    rel_traced = R.movement_error(run["traced_test"], run["actual_test"], run["f0_test"])[-1]
     acc_act = 1 - R.error_rate(run["actual_test"], run["labels_test"])[-1].mean()
     acc_pred = 1 - R.error_rate(run["pred_test"], run["labels_test"])[-1].mean()
     print(f"resolved {rel:.3%}, traced {rel_traced:.3%}, accuracy actual {acc_act:.2%} predicted {acc_pred:.2%}")
@@ -41,13 +41,13 @@ def test_prediction_accuracy_on_ci_profile(run):
 
 
 def test_closed_form_equals_affine_training(run):
-    gap = R.relative_error(run["pred_test"], run["affine_test"], run["f0_test"])[1:]
+    gap = R.movement_error(run["pred_test"], run["affine_test"], run["f0_test"])[1:]
     assert np.nanmax(gap) < 1e-8
     np.testing.assert_allclose(run["pred_weights"], run["affine_weights"], rtol=1e-8, atol=1e-12)
 
 
 def test_error_grows_with_training_length(run):
-    rel = R.relative_error(run["pred_test"], run["actual_test"], run["f0_test"])[1:]
+    rel = R.movement_error(run["pred_test"], run["actual_test"], run["f0_test"])[1:]
     assert np.all(np.diff(rel) > 0)
 
 
@@ -64,7 +64,7 @@ def width_runs():
 
 def test_prediction_error_per_width_and_length(width_runs):
     """Shrinks with width at every training length, grows with length at every width."""
-    err = np.array([R.relative_error(r["pred_test"], r["actual_test"], r["f0_test"])[1:]
+    err = np.array([R.movement_error(r["pred_test"], r["actual_test"], r["f0_test"])[1:]
                     for r in width_runs.values()])          # (widths, lengths)
     print("relative error (rows: widths", list(width_runs), "; columns: lengths):\n", np.round(100 * err, 2))
     assert np.all(np.diff(err, axis=0) < 0), "error must shrink with width"

@@ -172,8 +172,11 @@ def disagreement(outputs):
     return np.sqrt(np.mean(np.sum(dev ** 2, axis=-1), axis=(1, 2)))
 
 
-def relative_error(pred, actual, f0):
-    r"""Per step :math:`\|\mathrm{pred} - \mathrm{actual}\| / \|\mathrm{actual} - f_0\|` over all agents and points."""
+def movement_error(pred, actual, f0):
+    r"""Prediction error relative to how far the networks moved, per recorded step:
+    :math:`\|\mathrm{pred} - \mathrm{actual}\| / \|\mathrm{actual} - f_0\|` over all agents and
+    points (NaN while the networks have not moved, e.g. at k = 0). Not
+    :func:`p2pntk.experiments.relative_error`, which divides by :math:`\|b\|` itself."""
     num = np.linalg.norm((pred - actual).reshape(len(pred), -1), axis=1)
     den = np.linalg.norm((actual - f0).reshape(len(actual), -1), axis=1)
     # undefined before the networks move (k = 0); 1e-5 is above float32 rounding of theta_0
