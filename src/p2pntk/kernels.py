@@ -85,11 +85,7 @@ def mlp(width: int, depth: int = 1, n_out: int = 1, *, activation: str = "relu",
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation={activation!r}; allowed: {', '.join(ACTIVATIONS)}")
-    layers = []
-    for _ in range(depth):
-        layers += [stax.Dense(width, W_std=W_std, b_std=b_std, parameterization="ntk"), ACTIVATIONS[activation]()]
-    layers += [stax.Dense(n_out, W_std=W_std, b_std=b_std, parameterization="ntk")]
-    init_fn, apply_fn, _ = stax.serial(*layers)
+    init_fn, apply_fn, _ = _serial(width, depth, n_out, activation, W_std, b_std)
     apply_fn.mlp_spec = dict(activation=activation, W_std=W_std, b_std=b_std)  # enables structured_ntk
     return init_fn, apply_fn, _kernel_fn(depth, n_out, activation, W_std, b_std)
 
@@ -105,11 +101,13 @@ def _kernel_fn(depth, n_out, activation, W_std, b_std):
     most of a call's time at N = 512); jitted, the first call with given input shapes
     compiles and later calls, at any width, reuse the compiled kernel.
     """
-    layers = []
-    for _ in range(depth):
-        layers += [stax.Dense(1, W_std=W_std, b_std=b_std, parameterization="ntk"), ACTIVATIONS[activation]()]
-    layers += [stax.Dense(n_out, W_std=W_std, b_std=b_std, parameterization="ntk")]
-    return jax.jit(stax.serial(*layers)[2], static_argnames="get")
+    return jax.jit(_serial(1, depth, n_out, activation, W_std, b_std)[2], static_argnames="get")
+
+
+def _serial(width, depth, n_out, activation, W_std, b_std):
+    """``stax.serial`` of the layers of :func:`mlp`."""
+    hidden = [stax.Dense(width, W_std=W_std, b_std=b_std, parameterization="ntk"), ACTIVATIONS[activation]()]
+    return stax.serial(*(hidden * depth), stax.Dense(n_out, W_std=W_std, b_std=b_std, parameterization="ntk"))
 
 
 _DERIVATIVES = {
