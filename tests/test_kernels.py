@@ -39,16 +39,25 @@ def test_empirical_ntk_tends_to_analytic_with_width():
 @pytest.mark.parametrize("depth", [1, 2])
 def test_analytic_kernel_fn_is_shared_by_widths_and_equals_neural_tangents(depth):
     """``mlp``'s jitted kernel_fn is one function for every width (the NTK-parameterised limit
-    does not depend on it) and equals neural-tangents' un-jitted kernel_fn of the same network.
+    does not depend on it) and equals neural-tangents' un-jitted kernel_fn of the same network
+    built from distinct layer objects (with the same initialisation and outputs).
     Off the diagonal to round-off; on it, the ReLU arc-cosine kernel evaluates arccos at a
     cosine of 1 - O(1e-16), where rounding is amplified to O(1e-8) (measured 8e-9 at depth 1)."""
     from neural_tangents import stax
     x = jax.random.normal(jax.random.PRNGKey(1), (12, 5), dtype=np.float64)
     fns = {w: kernels.mlp(w, depth=depth, n_out=3)[2] for w in (8, 4096)}
     assert fns[8] is fns[4096]
-    layers = [stax.Dense(8, W_std=2 ** 0.5, b_std=0.1, parameterization="ntk"), stax.Relu()] * depth
-    ref = np.asarray(stax.serial(*layers, stax.Dense(3, W_std=2 ** 0.5, b_std=0.1, parameterization="ntk"))[2](
-        x, None, "ntk"))
+    layers = [layer for _ in range(depth)       # distinct layer objects (mlp reuses one pair per depth)
+              for layer in (stax.Dense(8, W_std=2 ** 0.5, b_std=0.1, parameterization="ntk"), stax.Relu())]
+    init_ref, apply_ref, kernel_ref = stax.serial(*layers, stax.Dense(3, W_std=2 ** 0.5, b_std=0.1,
+                                                                      parameterization="ntk"))
+    ref = np.asarray(kernel_ref(x, None, "ntk"))
+    init, apply_fn, _ = kernels.mlp(8, depth=depth, n_out=3)
+    key = jax.random.PRNGKey(2)
+    (_, p_ref), (_, p) = init_ref(key, x.shape), init(key, x.shape)
+    for a, b in zip(jax.tree.leaves(p_ref), jax.tree.leaves(p), strict=True):   # same initialisation
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(apply_ref(p_ref, x), apply_fn(p, x))
     got = np.asarray(kernels.analytic_ntk(fns[8], x))
     off = ~np.eye(len(x), dtype=bool)
     np.testing.assert_allclose(got[off], ref[off], rtol=1e-12)
