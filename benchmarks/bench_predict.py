@@ -54,11 +54,11 @@ def _width_rows(width, cfg):
     # Steady state on both sides: one compiling call each (timed, reported) before the timed call.
     # The analytic kernel_fn is jitted and does not depend on the width, and simulate caches its
     # compiled step per network, so the first call pays compilation once per process and input shapes.
-    analytic = lambda: np.asarray(kernels.analytic_ntk(p.kernel_fn, jnp.concatenate([x, xt]), x))  # [K; K_test]
+    analytic = lambda: kernels.analytic_ntk_train_test(p.kernel_fn, x, xt)
     t_ana_cold, _ = seconds(analytic)
-    t_ana_kernel, both = seconds(analytic)
+    t_ana_kernel, (Ka, Kat) = seconds(analytic)
     t_ana_rec, pred_a = seconds(lambda: dynamics.linearized_outputs(
-        "dgd", W, both[:len(x)], p.owner, p.f0, p.y, lr, steps, K_test=both[len(x):], f0_test=p.f0_test))
+        "dgd", W, Ka, p.owner, p.f0, p.y, lr, steps, K_test=Kat, f0_test=p.f0_test))
     t_ana = t_ana_kernel + t_ana_rec
     train = lambda s: training.simulate("dgd", p.apply_fn, p.params0, W, x, jnp.asarray(p.y), p.owner, lr, s,
                                         x_test=xt)

@@ -62,3 +62,15 @@ def test_analytic_kernel_fn_is_shared_by_widths_and_equals_neural_tangents(depth
     off = ~np.eye(len(x), dtype=bool)
     np.testing.assert_allclose(got[off], ref[off], rtol=1e-12)
     np.testing.assert_allclose(np.diag(got), np.diag(ref), rtol=1e-7)
+
+
+def test_analytic_ntk_train_test_blocks_equal_separate_calls():
+    """One call on [X; X*] against X, split, gives Θ(X, X) and Θ(X*, X) of the separate calls
+    (the rows of a kernel matrix do not depend on which other rows are computed with them)."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(3))
+    x, xt = jax.random.normal(k1, (9, 5), dtype=np.float64), jax.random.normal(k2, (4, 5), dtype=np.float64)
+    kernel_fn = kernels.mlp(16, depth=2, n_out=3)[2]
+    K, Kt = kernels.analytic_ntk_train_test(kernel_fn, x, xt)
+    assert K.shape == (9, 9) and Kt.shape == (4, 9)
+    np.testing.assert_allclose(K, kernels.analytic_ntk(kernel_fn, x, x), rtol=1e-12)
+    np.testing.assert_allclose(Kt, kernels.analytic_ntk(kernel_fn, xt, x), rtol=1e-12)

@@ -28,6 +28,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -199,6 +200,17 @@ def empirical_ntk(apply_fn, params, x1, x2=None, *, resolved: bool = True):
 def analytic_ntk(kernel_fn, x1, x2=None):
     r"""Infinite-width NTK :math:`\Theta(x_1, x_2)`, shape ``(N1, N2)`` (shared by the outputs)."""
     return kernel_fn(x1, x2, "ntk")
+
+
+def analytic_ntk_train_test(kernel_fn, x, x_test):
+    r"""The analytic NTK blocks :math:`\Theta(X, X)` and :math:`\Theta(X_*, X)` from one call.
+
+    One evaluation of ``kernel_fn`` on the stacked inputs :math:`[X; X_*]` against
+    :math:`X`, split into its rows: returns ``(K, K_test)`` of shapes ``(N, N)`` and
+    ``(N_*, N)`` as numpy arrays.
+    """
+    both = np.asarray(analytic_ntk(kernel_fn, jnp.concatenate([x, x_test]), x))
+    return both[:len(x)], both[len(x):]
 
 
 def centred(apply_fn, params0):

@@ -121,8 +121,7 @@ def run(config: dict) -> dict:
     del K, Kt
     if cfg["analytic"]:
         t0 = time.perf_counter()
-        both = np.asarray(kernels.analytic_ntk(kernel_fn, jnp.concatenate([x, xt]), x))  # [K; K_test], one call
-        Ka, Kat = both[:len(x)], both[len(x):]
+        Ka, Kat = kernels.analytic_ntk_train_test(kernel_fn, x, xt)
         res = dynamics.linearized_outputs(alg, W, Ka, owner, f0, y, lr, steps, K_test=Kat, f0_test=f0t)
         timings["predict_analytic"] = time.perf_counter() - t0
         out.update(analytic_train=res.train, analytic_test=res.test)
