@@ -32,6 +32,9 @@ def test_read_idx_rejects_corrupt_and_truncated(tmp_path):
     (tmp_path / "t").write_bytes((tmp_path / "t").read_bytes()[:-3])
     with pytest.raises(ValueError, match="truncated"):
         data.read_idx(tmp_path / "t")
+    (tmp_path / "h").write_bytes((tmp_path / "t").read_bytes()[:9])   # cut inside the dimensions header
+    with pytest.raises(ValueError, match="truncated IDX file \\(header"):
+        data.read_idx(tmp_path / "h")
 
 
 def test_fashion_mnist_reader_on_small_files(tmp_path):

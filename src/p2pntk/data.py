@@ -82,6 +82,9 @@ def read_idx(path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX file (header of {ndim} dimensions needs {4 + 4 * ndim} bytes, "
+                         f"file has {len(raw)})")
     dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(int)
     dtype = np.dtype(_IDX_TYPES[raw[2]])
     size = int(np.prod(dims)) * dtype.itemsize
