@@ -60,3 +60,28 @@ def draw_graph(ax, graph, title: str = "") -> None:
     nx.draw_networkx_nodes(graph, pos, ax=ax, node_size=40, node_color="C0")
     ax.set_title(title)
     ax.set_axis_off()
+
+
+def per_agent(ax, k, actual, predicted, colors=None, labels=("actual", "predicted")) -> None:
+    """Plot one metric of every agent over iterations: actual (solid) and predicted (dashed).
+
+    Args:
+        ax: matplotlib axes.
+        k: (S,) recorded iterations.
+        actual, predicted: (S, Q) metric per recorded iteration and agent.
+        colors: ``None`` gives each agent its own colour (``C0``, ``C1``, ...); a pair
+            ``(actual colour, predicted colour)`` draws all agents in those two colours and
+            labels the first agent's curves with ``labels`` (for a legend).
+    """
+    for q in range(actual.shape[1]):
+        ca, cp = colors if colors is not None else (f"C{q % 10}",) * 2
+        first = colors is not None and q == 0
+        ax.plot(k, actual[:, q], color=ca, label=labels[0] if first else None, **ACTUAL)
+        ax.plot(k, predicted[:, q], color=cp, label=labels[1] if first else None, **PREDICTED)
+
+
+def style_legend(ax, color="k", labels=("actual", "predicted"), **kwargs) -> None:
+    """A legend telling actual (solid) from predicted (dashed) lines, drawn in ``color``."""
+    ax.plot([], [], color=color, label=labels[0], **ACTUAL)
+    ax.plot([], [], color=color, label=labels[1], **PREDICTED)
+    ax.legend(**kwargs)
