@@ -1,15 +1,22 @@
-"""Where the project's generated files live.
+"""Where the project's generated files live, and the one way they are written.
 
 The project root is the nearest folder at or above the working directory that
 holds ``_toc.yml`` (override with the environment variable ``P2PNTK_ROOT``).
 Everything generated goes under ``<root>/_build`` (git-ignored; ``P2PNTK_BUILD``
-overrides): executed notebooks, figures, results. The HTML book is always
-``<root>/_build/html``.
+overrides): executed notebooks (:func:`stage_dir`), figures, results. The HTML
+book is always ``<root>/_build/html``.
+
+Generated files are written with :func:`atomic_write`: a reader (or a build
+interrupted mid-write) sees the old file or the new one, never a partial one.
 """
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: mkstemp creates files 0600, written files get the usual 0666 & ~umask
 
 
 def project_root() -> Path:
@@ -30,8 +37,45 @@ def build_dir() -> Path:
     return project_root() / "_build"
 
 
+def stage_dir() -> Path:
+    """``<build>/stage``: the staged book sources and the executed notebooks ``book/<chapter>.ipynb``."""
+    return build_dir() / "stage"
+
+
 def figures_dir() -> Path:
     """The single folder every chapter saves its figures to (``P2PNTK_FIG_DIR`` overrides)."""
     d = Path(os.environ["P2PNTK_FIG_DIR"]) if os.environ.get("P2PNTK_FIG_DIR") else build_dir() / "figures"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def atomic_write(path, data: bytes | str) -> Path:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; return the path.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk
+    (``fsync``), and the file is renamed over ``path`` (``os.replace``), so
+    ``path`` is at all times the old file or the complete new one. On any error
+    the temporary file is removed and ``path`` is untouched. Missing parent
+    folders are created.
+    """
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    elif not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"atomic_write: data must be bytes or str, got {type(data).__name__}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
