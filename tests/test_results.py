@@ -45,7 +45,7 @@ def test_cache_hit_miss_and_corrupt_file_recomputed(tmp_path):
 
 def test_key_depends_on_code(monkeypatch):
     k1 = results.key("x", {"a": 1})
-    monkeypatch.setattr(results, "code_hash", lambda: "different code")
+    monkeypatch.setattr(results, "code_hash", lambda *args, **kwargs: "different code")
     assert results.key("x", {"a": 1}) != k1
 
 

@@ -38,13 +38,21 @@ def save(fig: plt.Figure, name: str) -> list:
     """Save ``fig`` as ``<figures>/<name>.png`` and ``.pdf``; return the two paths.
 
     ``name`` is the figure's label in the book (``fig-...``); the pipeline checks
-    that every figure a chapter names was written and is not empty.
+    that every figure a chapter names was written and is not empty. Each file is
+    written atomically (:func:`p2pntk.paths.atomic_write`): a reader never sees a
+    partial figure.
     """
+    import io
+
+    from .paths import atomic_write
+
     logging.getLogger("fontTools").setLevel(logging.ERROR)  # font-subsetting chatter on PDF save
     out = figures_dir()
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    fig.savefig(paths[0], metadata={"Software": None})
-    fig.savefig(paths[1], metadata={"CreationDate": None, "Creator": None, "Producer": None})
+    for path, metadata in zip(paths, ({"Software": None}, {"CreationDate": None, "Creator": None, "Producer": None})):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=path.suffix[1:], metadata=metadata)
+        atomic_write(path, buf.getvalue())
     return paths
 
 

@@ -1,10 +1,17 @@
 """Results as data: computed once, saved with the parameters that made them, cached safely.
 
 Every expensive result is a dictionary of NumPy arrays saved as one ``.npz``
-file under ``<root>/_build/results/`` together with its parameters (JSON). The
-file name carries a hash of the parameters *and* of the code that computes them
-(the package source and ``pyproject.toml``), so a change of either never serves
-a stale result. Files are written atomically (temporary file, then rename) and
+file under ``<build>/results/`` (``<root>/_build/results/`` unless
+``P2PNTK_BUILD`` is set) together with its parameters (JSON). The file name
+carries a hash of the parameters *and* of the code that computes them, so a
+change of either never serves a stale result. That code is every module of the
+package except the build layer (:data:`BUILD_MODULES`: the pipeline, the
+command line, the figure helpers and the bad-input cases, which read results but
+never change one), plus ``pyproject.toml`` (the pins): a plotting tweak keeps
+the results cache, a change of a computing module or of a pin recomputes it.
+(The executed chapters are keyed by every module, see :mod:`p2pntk.pipeline`.)
+
+Files are written atomically (:func:`p2pntk.paths.atomic_write`) and
 byte-for-byte deterministically (fixed zip time stamps), so an interrupted run
 leaves the old file or the new one, and a rerun with the same parameters gives
 identical bytes. A file that cannot be read back is recomputed, never used.
@@ -17,24 +24,36 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .paths import build_dir
+from .paths import atomic_write, build_dir
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
+#: The build layer: package modules (file stems) that present results but never
+#: compute one, left out of the results-cache key. An exclusion list on purpose: a
+#: new or renamed module counts as computing (its change recomputes) until it is
+#: named here.
+BUILD_MODULES = ("pipeline", "cli", "plotting", "bad_input")
 
-def code_hash() -> str:
-    """Hash of the package source and of the dependency pins."""
-    pkg = Path(__file__).resolve().parent
+
+def code_hash(package_dir=None, exclude=()) -> str:
+    """Hash of the package's ``.py`` files, except the modules named in ``exclude``, and of the pins.
+
+    Args:
+        package_dir: the package folder (default: the package imported); the pins are
+            ``pyproject.toml`` two levels up (``<root>/src/p2pntk`` -> ``<root>``), if there.
+        exclude: module file stems to leave out, e.g. :data:`BUILD_MODULES`.
+    """
+    pkg = Path(package_dir).resolve() if package_dir else Path(__file__).resolve().parent
     h = hashlib.sha256()
     for f in sorted(pkg.rglob("*.py")):
+        if f.stem in exclude:
+            continue
         h.update(f.relative_to(pkg).as_posix().encode())
         h.update(f.read_bytes())
     pyproject = pkg.parents[1] / "pyproject.toml"
@@ -43,16 +62,19 @@ def code_hash() -> str:
     return h.hexdigest()
 
 
-def key(name: str, params: dict) -> str:
-    """Cache key of a result: its name, its parameters (JSON) and :func:`code_hash`."""
+def key(name: str, params: dict, *, package_dir=None) -> str:
+    """Cache key of a result: its name, its parameters (JSON) and the hash of the code computing it.
+
+    That code is :func:`code_hash` without the build layer (:data:`BUILD_MODULES`).
+    """
     blob = json.dumps({"name": name, "params": params}, sort_keys=True, default=str)
-    return hashlib.sha256((blob + code_hash()).encode()).hexdigest()[:20]
+    code = code_hash(package_dir, exclude=BUILD_MODULES)
+    return hashlib.sha256((blob + code).encode()).hexdigest()[:20]
 
 
 def save(path, arrays: dict, params: dict) -> Path:
     """Write ``arrays`` and ``params`` to ``path`` (.npz) atomically and deterministically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         entries = {k: np.asarray(v) for k, v in sorted(arrays.items())}
@@ -62,17 +84,7 @@ def save(path, arrays: dict, params: dict) -> Path:
             info.compress_type = zipfile.ZIP_DEFLATED
             with zf.open(info, "w") as f:
                 np.lib.format.write_array(f, v, allow_pickle=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, buf.getvalue())
 
 
 def load(path) -> tuple[dict, dict]:
@@ -93,7 +105,7 @@ def cached(name: str, params: dict, compute, *, folder=None, verbose: bool = Tru
         name: kind of result (file name prefix).
         params: JSON-serialisable parameters (everything that changes the result).
         compute: function returning a dict of arrays.
-        folder: defaults to ``<root>/_build/results``.
+        folder: defaults to ``<build>/results`` (:func:`p2pntk.paths.build_dir`).
         verbose: warn (``RuntimeWarning``) when a corrupt file is found and recomputed.
     """
     folder = Path(folder) if folder else build_dir() / "results"
@@ -115,12 +127,5 @@ def cached(name: str, params: dict, compute, *, folder=None, verbose: bool = Tru
     arrays = {k: np.asarray(v) for k, v in compute().items()}
     timings = {k: v.tolist() for k, v in arrays.items() if k.startswith("seconds_")}
     save(path, {k: v for k, v in arrays.items() if k not in timings}, params)
-    _atomic_text(path.with_suffix(".timings.json"), json.dumps(timings, indent=1, sort_keys=True))
+    atomic_write(path.with_suffix(".timings.json"), json.dumps(timings, indent=1, sort_keys=True))
     return arrays
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
