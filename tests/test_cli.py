@@ -45,14 +45,15 @@ def test_help_of_every_command(command):
     out = cli(*command, "--help")
     assert out.returncode == 0 and out.stdout.startswith(f"usage: p2pntk {' '.join(command)}".rstrip())
     assert "--profile" in out.stdout or not command
+    assert ("--wait" in out.stdout) == (command in (["run"], ["reproduce"]))
 
 
 def test_allowed_values_come_from_the_package():
-    from p2pntk import data, graphs, pipeline, training
+    from p2pntk import algorithms, data, graphs, pipeline
 
     assert pipeline.allowed_values("topology") == graphs.TOPOLOGIES
     assert pipeline.allowed_values("check_topologies") == graphs.TOPOLOGIES
-    assert pipeline.allowed_values("algorithms") == training.ALGORITHMS
+    assert pipeline.allowed_values("algorithms") == algorithms.ALGORITHMS
     assert pipeline.allowed_values("partition") == data.PARTITIONS
     assert pipeline.allowed_values("lr_factor") is None and pipeline.allowed_values("n_agents") is None
 
@@ -70,6 +71,8 @@ def test_bad_profile_value_stops_the_build_before_running(tmp_path, monkeypatch)
 def test_run_one_chapter_with_override_end_to_end(tmp_path):
     out = cli("run", "consensus", "-p", "n_agents=9", "-p", "iterations=20", env={"P2PNTK_BUILD": str(tmp_path)})
     assert out.returncode == 0, out.stderr[-3000:]
+    # the path printed is the one written (P2PNTK_BUILD), not <root>/_build
+    assert f"executed notebook: {tmp_path.resolve() / 'stage' / 'book' / 'consensus.ipynb'}" in out.stdout
     nb = (tmp_path / "stage" / "book" / "consensus.ipynb").read_text()
     assert "n_agents = 9" in nb and "iterations = 20" in nb
     for name in ("fig-topologies", "fig-consensus-error"):

@@ -2,17 +2,23 @@
 
 - ``p2pntk chapters [--profile P]`` lists the chapters and their parameters
   (default, and the profile's value where it differs);
-- ``p2pntk run CHAPTER [-p NAME=VALUE ...] [--profile P] [--html]`` executes one
-  chapter with overrides (papermill), writing its executed notebook to
-  ``_build/stage/book/`` and its figures to ``_build/figures/``;
-- ``p2pntk reproduce [--profile P]`` executes every chapter and builds the book;
+- ``p2pntk run CHAPTER [-p NAME=VALUE ...] [--profile P] [--html] [--wait]`` executes
+  one chapter with overrides (papermill), writing its executed notebook to
+  ``<build>/stage/book/`` and its figures to ``<build>/figures/`` (``<build>`` is
+  ``_build``, or ``$P2PNTK_BUILD``), and prints the notebook's path;
+- ``p2pntk reproduce [--profile P] [--force] [--wait]`` executes every chapter and
+  builds the book;
 - ``p2pntk bench [--quick] [--only NAME ...]`` runs the benchmark suite (``benchmarks/run.py``).
 
 Unknown chapters, parameters, profiles, values of the wrong type, and string
 values outside their allowed set (``topology``, ``rule``, ``algorithm``,
 ``dataset``, ``partition``, ``activation`` and their lists, see
 :data:`p2pntk.pipeline.CHOICES`) are rejected before anything runs, with the
-valid choices listed (exit status 2). ``p2pntk COMMAND --help`` describes each command.
+valid choices listed (exit status 2). ``run`` and ``reproduce`` take the build
+lock of :func:`p2pntk.pipeline.build`: while another build runs in the same build
+folder they stop at once naming it (exit status 1), or wait for it with ``--wait``.
+A chapter that fails keeps the last good executed notebook; the failed one goes to
+``<chapter>.failed.ipynb`` beside it. ``p2pntk COMMAND --help`` describes each command.
 """
 from __future__ import annotations
 
@@ -20,8 +26,6 @@ import argparse
 import ast
 import sys
 from pathlib import Path
-
-import yaml
 
 from . import pipeline
 from .paths import project_root
@@ -37,10 +41,6 @@ def _chapters(root: Path) -> dict:
         if pipeline.is_notebook(src):
             out[Path(doc).name] = (doc, pipeline.chapter_parameters(jupytext.read(src)))
     return out
-
-
-def _profiles(root: Path) -> dict:
-    return yaml.safe_load((root / "book" / "profiles.yml").read_text())
 
 
 def _fail(parser, msg):
@@ -88,11 +88,13 @@ def main(argv=None) -> None:
                        help="override a parameter (Python literal; repeatable)")
     p_run.add_argument("--profile", default="ci", help="profile the overrides apply on top of (default: ci)")
     p_run.add_argument("--html", action="store_true", help="also rebuild the HTML book")
+    p_run.add_argument("--wait", action="store_true", help=pipeline.WAIT_HELP)
     p_rep = sub.add_parser("reproduce", help="execute every chapter of a profile and build the book",
                            description="Execute every chapter of a profile (chapters whose cache key is "
                                        "unchanged are reused) and build the HTML book into _build/html.")
     p_rep.add_argument("--profile", default="ci", help="ci (minutes) or paper (full size, hours)")
     p_rep.add_argument("--force", action="store_true", help="re-execute chapters whose cache key is unchanged")
+    p_rep.add_argument("--wait", action="store_true", help=pipeline.WAIT_HELP)
     sub.add_parser("bench", help="run the benchmark suite (benchmarks/run.py; `p2pntk bench --help`)",
                    add_help=False)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -107,13 +109,13 @@ def main(argv=None) -> None:
     root = project_root()
     if not (root / "_toc.yml").is_file():
         _fail(parser, f"no _toc.yml in {root} or its parents: run p2pntk inside the repository")
-    profiles = _profiles(root)
+    profiles = pipeline.read_profiles(root)
     if args.profile not in profiles:
         _fail(parser, f"unknown profile {args.profile!r}; profiles: {', '.join(profiles)}")
     chapters = _chapters(root)
 
     if args.command == "chapters":
-        prof = profiles[args.profile] or {}
+        prof = profiles[args.profile]
         for name, (doc, defaults) in chapters.items():
             print(f"{name}  ({doc}.md)")
             for k, v in defaults.items():
@@ -126,10 +128,11 @@ def main(argv=None) -> None:
         if args.chapter not in chapters:
             _fail(parser, f"unknown chapter {args.chapter!r}; chapters: {', '.join(chapters)}")
         overrides = _parse_overrides(parser, args.chapter, chapters[args.chapter][1], args.param)
-        pipeline.build(args.profile, [args.chapter], html=args.html, extra={args.chapter: overrides})
-        print(f"executed notebook: {root / '_build' / 'stage' / chapters[args.chapter][0]}.ipynb")
+        pipeline.build(args.profile, [args.chapter], html=args.html, extra={args.chapter: overrides},
+                       wait=args.wait)
+        print(f"executed notebook: {pipeline.executed_notebook(chapters[args.chapter][0])}")
         return
-    pipeline.build(args.profile, force=args.force)
+    pipeline.build(args.profile, force=args.force, wait=args.wait)
 
 
 if __name__ == "__main__":

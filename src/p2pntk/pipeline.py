@@ -2,22 +2,38 @@
 
 Chapters are MyST-markdown notebooks under ``book/``; each has exactly one cell
 tagged ``parameters``. A *profile* (``ci``, ``paper``) is a set of parameter
-overrides per chapter, all in ``book/profiles.yml``. The build
+overrides per chapter, all in ``book/profiles.yml`` (read by :func:`read_profiles`
+only). The build
 
-1. stages ``_config.yml``, ``_toc.yml``, ``references.bib``, the static pages and
-   ``_vendor/`` (MathJax, fetched by ``make mathjax``) into ``_build/stage``;
-2. converts each chapter with jupytext, checks the profile's parameter names
+1. takes the build lock (:func:`build_lock`): one build at a time per build folder
+   (``<build>`` = :func:`p2pntk.paths.build_dir`, ``<root>/_build`` unless
+   ``P2PNTK_BUILD`` is set); a second build stops at once naming the running one,
+   or waits for it with ``wait=True`` (``--wait``);
+2. stages ``_config.yml``, ``_toc.yml``, ``references.bib``, the static pages and
+   ``_vendor/`` (MathJax, fetched by ``make mathjax``) into ``<build>/stage``
+   (:func:`p2pntk.paths.stage_dir`);
+3. converts each chapter with jupytext, checks the profile's parameter names
    against the chapter's ``parameters`` cell, and executes it with papermill into
-   ``_build/stage/book/<chapter>.ipynb`` (papermill's ``injected-parameters`` cell
-   is kept and labelled, its source collapsed by the ``hide-input`` tag);
-3. checks that every figure the chapter names (``mystnb: figure: name:``) was
-   saved, non-empty, as PNG and PDF;
-4. runs ``jupyter-book build -W -n --keep-going`` with execution off, and
-5. checks that every local file the HTML references exists.
+   a temporary notebook beside ``<build>/stage/book/<chapter>.ipynb``, its figures
+   into a temporary folder (papermill's ``injected-parameters`` cell is kept and
+   labelled, its source collapsed by the ``hide-input`` tag);
+4. checks that every figure the chapter names (``mystnb: figure: name:``) was
+   saved, non-empty, as PNG and PDF; only then do the figures move to
+   ``<build>/figures`` and the executed notebook replace ``<chapter>.ipynb``
+   (atomic renames). A chapter that fails leaves the last good notebook and
+   figures in place: its executed notebook, with the traceback, goes to
+   ``<chapter>.failed.ipynb`` beside it (removed by the next successful run);
+5. runs ``jupyter-book build -W -n --keep-going`` with execution off, and
+6. checks that every local file the HTML references exists.
 
-An executed chapter is reused only if its cache key — a hash of the chapter
-source, its parameters, the package source and ``pyproject.toml`` (the pins) —
-is unchanged and its figures exist.
+An executed chapter is reused only if its cache key (:func:`cache_key`) is
+unchanged and its figures exist. The key hashes the chapter source, its
+parameters, every module of the package imported (the figure helpers included,
+or figures would go stale) and ``pyproject.toml`` (the pins); the benchmarks
+appendix (``book/benchmarks``) also hashes the code it runs, ``benchmarks/*.py``
+(:data:`CHAPTER_CODE`). The results files the chapters compute have their own,
+narrower key (the package without its build layer, :mod:`p2pntk.results`), so a
+figure tweak re-executes chapters but reuses their results.
 
 Run ``python -m p2pntk.pipeline --help``.
 """
@@ -25,14 +41,18 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -40,10 +60,16 @@ from urllib.parse import unquote, urlparse
 
 import yaml
 
-from .paths import build_dir, project_root
+from .paths import atomic_write, build_dir, project_root, stage_dir
 
 STAGED_FILES = ("_config.yml", "_toc.yml", "references.bib")
 VENDOR = "_vendor"  # third-party static files fetched at set-up time (git-ignored)
+LOCK_FILE = "build.lock"  # in the build folder; holds the running build's pid, command and start time
+WAIT_HELP = "if another build is running in the build folder, wait for it (default: stop at once)"
+
+#: Code outside the package that a chapter runs, by document: glob patterns
+#: relative to the project root, added to that chapter's cache key only.
+CHAPTER_CODE = {"book/benchmarks": ("benchmarks/*.py",)}
 
 
 #: String parameters whose allowed values the package defines: the last word of a
@@ -111,12 +137,26 @@ def toc_files(root: Path) -> list[str]:
     return [re.sub(r"\.(md|ipynb)$", "", f) for f in out]
 
 
+def read_profiles(root: Path) -> dict:
+    """Every profile of ``book/profiles.yml``: profile -> chapter -> parameter overrides.
+
+    The one reader of the file (the pipeline and the command line use it). A profile
+    or chapter listed without values (``ci:`` alone) has no overrides (``{}``).
+    """
+    path = root / "book" / "profiles.yml"
+    profiles = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(profiles, dict) or not all(isinstance(v, (dict, type(None))) for v in profiles.values()):
+        raise SystemExit(f"{path}: must map each profile name to chapters and their parameter overrides")
+    return {name: {chapter: params or {} for chapter, params in (chapters or {}).items()}
+            for name, chapters in profiles.items()}
+
+
 def load_profile(root: Path, profile: str) -> dict:
     """Parameter overrides per chapter of ``profile`` from ``book/profiles.yml``."""
-    profiles = yaml.safe_load((root / "book" / "profiles.yml").read_text())
+    profiles = read_profiles(root)
     if profile not in profiles:
         raise SystemExit(f"unknown profile={profile!r}; allowed: {', '.join(profiles)}")
-    return profiles[profile] or {}
+    return profiles[profile]
 
 
 def is_notebook(path: Path) -> bool:
@@ -147,17 +187,72 @@ def figure_names(nb) -> list[str]:
     return names
 
 
-def cache_key(root: Path, source: Path, params: dict) -> str:
-    """Hash of everything that changes a chapter's results."""
-    h = hashlib.sha256()
-    h.update(source.read_bytes())
-    h.update(json.dumps(params, sort_keys=True).encode())
+def cache_key(root: Path, doc: str, params: dict, *, package_dir=None) -> str:
+    """Hash of everything that changes an executed chapter ``doc`` (e.g. ``book/consensus``).
+
+    The chapter source ``<root>/<doc>.md``, its parameters, every module of the
+    package (``package_dir``, default the one imported; figure helpers included) and
+    the pins, and the code outside the package the chapter runs (:data:`CHAPTER_CODE`).
+    """
     from .results import code_hash
 
-    h.update(code_hash().encode())  # the package actually imported, and the pins
-    for f in sorted((root / "benchmarks").glob("*.py")):  # code the benchmarks appendix runs
-        h.update(f.name.encode() + f.read_bytes())
+    h = hashlib.sha256()
+    h.update((root / f"{doc}.md").read_bytes())
+    h.update(json.dumps(params, sort_keys=True).encode())
+    h.update(code_hash(package_dir).encode())  # all modules, and the pins
+    for pattern in CHAPTER_CODE.get(doc, ()):
+        for f in sorted(root.glob(pattern)):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
+
+
+def _lock_holder(text: str) -> str:
+    """The running build, as its lock file describes it (``pid ..., started ..., command: ...``)."""
+    try:
+        info = json.loads(text)
+        return f"pid {info['pid']}, started {info['started']}, command: {info['command']}"
+    except (ValueError, TypeError, KeyError):
+        return "its pid, command and start time not written yet"
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path | None = None, wait: bool = False):
+    """Hold the lock of build folder ``folder`` (default :func:`p2pntk.paths.build_dir`).
+
+    An exclusive ``flock`` on ``<folder>/build.lock``; the holder writes its pid,
+    command line and start time into the file (JSON), and empties it when done. If another build holds it, stop at
+    once (``SystemExit`` naming that build and how to proceed) or, with ``wait``,
+    wait until it is released. The lock is released when the block ends, also on
+    an error (and by the system if the process dies).
+    """
+    folder = Path(folder) if folder else build_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = _lock_holder(f.read())
+            if not wait:
+                raise SystemExit(
+                    f"[pipeline] another build is running in {folder} ({holder}; lock file {path}). "
+                    f"Wait for it to finish, rerun with --wait (wait=True) to start when it ends, "
+                    f"or build elsewhere with P2PNTK_BUILD=<another folder>.") from None
+            _log(f"[pipeline] waiting for the build running in {folder} ({holder})")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                                "command": shlex.join(getattr(sys, "orig_argv", sys.argv))}, indent=1) + "\n")
+            f.flush()
+            yield path
+        finally:
+            f.seek(0)
+            f.truncate()  # still locked: nobody reads a finished build as the holder
+            f.flush()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _missing_figures(fig_dir: Path, names: list[str]) -> list[str]:
@@ -171,8 +266,26 @@ def _missing_figures(fig_dir: Path, names: list[str]) -> list[str]:
     return bad
 
 
+def executed_notebook(doc: str, stage: Path | None = None) -> Path:
+    """The executed notebook of chapter ``doc`` (e.g. ``book/consensus``): ``<stage>/<doc>.ipynb``.
+
+    ``stage`` defaults to :func:`p2pntk.paths.stage_dir` (``<build>/stage``).
+    """
+    return (stage if stage is not None else stage_dir()) / f"{doc}.ipynb"
+
+
+def failed_notebook(out: Path) -> Path:
+    """Where a failed execution of the chapter whose notebook is ``out`` goes: ``<chapter>.failed.ipynb``."""
+    return out.with_name(f"{out.stem}.failed.ipynb")
+
+
 def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Path, force: bool) -> dict:
-    """Execute one chapter with papermill; return its provenance record."""
+    """Execute one chapter with papermill; return its provenance record.
+
+    Only a successful execution with every named figure present replaces
+    ``<stage>/<doc>.ipynb`` and the figures in ``fig_dir``; a failed one goes to
+    ``<doc>.failed.ipynb`` (:func:`failed_notebook`) and stops the build.
+    """
     import jupytext
     import nbformat
     import papermill
@@ -184,7 +297,8 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
     if unknown:
         raise SystemExit(f"{doc}: unknown parameters {sorted(unknown)}; the chapter's parameters are {sorted(defaults)}")
     names = figure_names(nb)
-    out = stage / f"{doc}.ipynb"
+    out = executed_notebook(doc, stage)
+    failed = failed_notebook(out)
     src_nb = out.with_suffix(".input.ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
@@ -194,7 +308,7 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
         src_nb.unlink()
         raise SystemExit(f"{doc}: papermill reads the parameters cell as {sorted(seen)}, "
                          f"the pipeline as {sorted(defaults)}; simplify the parameters cell")
-    key = cache_key(root, source, params)
+    key = cache_key(root, doc, params)
     if not force and out.is_file():
         old = nbformat.read(out, as_version=4)
         rec = old.metadata.get("p2pntk", {})
@@ -203,31 +317,60 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
             src_nb.unlink(missing_ok=True)
             return rec
     _log(f"[pipeline] {doc}: executing with {params or 'defaults'}")
+    # papermill writes into a temporary notebook beside the target, the chapter its
+    # figures into a temporary folder beside the figures: neither replaces anything
+    # until the execution succeeded with all its figures.
+    tmp_out = out.with_name(f".{out.stem}.{os.getpid()}.running.ipynb")  # unique: the build lock is held
+    tmp_figs = Path(tempfile.mkdtemp(dir=fig_dir, prefix=f".{out.stem}.", suffix=".running"))
+    fig_env = os.environ.get("P2PNTK_FIG_DIR")
+    os.environ["P2PNTK_FIG_DIR"] = str(tmp_figs)  # inherited by the kernel papermill starts
+
+    def fail(what: str) -> SystemExit:
+        kept = f"the last good one is kept: {out}" if out.is_file() else f"there is no earlier good one ({out})"
+        if tmp_out.is_file():
+            os.replace(tmp_out, failed)
+            where = f"executed notebook of the failed run: {failed}"
+        else:
+            failed.unlink(missing_ok=True)  # an earlier failure's, not this one's
+            where = "papermill wrote no executed notebook"
+        return SystemExit(f"[pipeline] {doc} FAILED: {what}\n[pipeline] {where}; {kept}")
+
     t0 = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(src_nb), str(out), parameters=params, kernel_name="python3",
-            cwd=str(source.parent), progress_bar=False, log_output=False,
-        )
-    except papermill.PapermillExecutionError as err:
-        print(f"\n[pipeline] {doc} FAILED in cell {err.exec_count}:\n{err.ename}: {err.evalue}", file=sys.stderr)
-        print("\n".join(err.traceback), file=sys.stderr)
-        raise SystemExit(1) from None
+        try:
+            papermill.execute_notebook(
+                str(src_nb), str(tmp_out), parameters=params, kernel_name="python3",
+                cwd=str(source.parent), progress_bar=False, log_output=False,
+            )
+        except papermill.PapermillExecutionError as err:
+            print("\n".join(err.traceback), file=sys.stderr)
+            raise fail(f"cell {err.exec_count} raised {err.ename}: {err.evalue}") from None
+        except Exception as err:  # the kernel died, a time-out, ...
+            raise fail(f"{type(err).__name__}: {err}") from err
+        seconds = time.perf_counter() - t0
+        missing = _missing_figures(tmp_figs, names)
+        if missing:
+            raise fail(f"figures missing or empty after execution: {missing}")
+        executed = nbformat.read(tmp_out, as_version=4)
+        for cell in executed.cells:
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "injected-parameters" in tags:
+                cell.source = f"# Parameters of this run (profile values injected by papermill)\n{cell.source}"
+                cell.metadata["tags"] = tags + ["hide-input"]
+        rec = {"cache_key": key, "parameters": {**defaults, **params}, "seconds": round(seconds, 1), "figures": names}
+        executed.metadata["p2pntk"] = rec
+        for f in sorted(tmp_figs.iterdir()):  # same file system: atomic renames
+            os.replace(f, fig_dir / f.name)
+        atomic_write(out, nbformat.writes(executed) + "\n")
+        failed.unlink(missing_ok=True)  # a stale failure of an earlier run
     finally:
+        if fig_env is None:
+            os.environ.pop("P2PNTK_FIG_DIR", None)
+        else:
+            os.environ["P2PNTK_FIG_DIR"] = fig_env
         src_nb.unlink(missing_ok=True)
-    seconds = time.perf_counter() - t0
-    missing = _missing_figures(fig_dir, names)
-    if missing:
-        raise SystemExit(f"{doc}: figures missing or empty after execution: {missing}")
-    executed = nbformat.read(out, as_version=4)
-    for cell in executed.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags:
-            cell.source = f"# Parameters of this run (profile values injected by papermill)\n{cell.source}"
-            cell.metadata["tags"] = tags + ["hide-input"]
-    rec = {"cache_key": key, "parameters": {**defaults, **params}, "seconds": round(seconds, 1), "figures": names}
-    executed.metadata["p2pntk"] = rec
-    nbformat.write(executed, out)
+        tmp_out.unlink(missing_ok=True)
+        shutil.rmtree(tmp_figs, ignore_errors=True)
     _log(f"[pipeline] {doc}: done in {seconds:.1f} s")
     return rec
 
@@ -272,10 +415,14 @@ def _check_mathjax(stage: Path) -> None:
 
 
 def build(profile: str = "ci", chapters: list[str] | None = None, force: bool = False, html: bool = True,
-          extra: dict | None = None) -> None:
-    """Execute the chapters of ``profile`` and build the HTML book into ``_build/html``.
+          extra: dict | None = None, wait: bool = False) -> None:
+    """Execute the chapters of ``profile`` and build the HTML book into ``<root>/_build/html``.
 
     ``extra`` maps chapter names to parameter overrides applied on top of the profile.
+    Everything is checked before the build lock (:func:`build_lock`) is taken; if
+    another build holds it, stop at once with a message naming that build, or, with
+    ``wait``, wait for it. Building the HTML also locks ``<root>/_build``, where
+    Jupyter Book writes, when the build folder is elsewhere (``P2PNTK_BUILD``).
     """
     root = project_root()
     overrides = load_profile(root, profile)
@@ -294,10 +441,28 @@ def build(profile: str = "ci", chapters: list[str] | None = None, force: bool = 
         msg = check_choices(chapter, params)
         if msg:
             raise SystemExit(f"profile {profile!r}: {msg}")
-    stage = build_dir() / "stage"
+    folders = sorted({build_dir(), *([root / "_build"] if html else [])})  # one order: no deadlock
+    with contextlib.ExitStack() as locks:
+        for folder in folders:
+            locks.enter_context(build_lock(folder, wait=wait))
+        _build_locked(root, profile, docs, chapters, overrides, force, html)
+
+
+def _remove_stale_temporaries(stage: Path, fig_dir: Path) -> None:
+    """Remove what an execution killed before its clean-up left (only called under the build lock)."""
+    for f in stage.rglob(".*.running.ipynb"):
+        f.unlink(missing_ok=True)
+    for d in fig_dir.glob(".*.running"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _build_locked(root: Path, profile: str, docs: list[str], chapters, overrides: dict, force: bool,
+                  html: bool) -> None:
+    stage = stage_dir()
     stage.mkdir(parents=True, exist_ok=True)
     fig_dir = build_dir() / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(stage, fig_dir)
     os.environ["P2PNTK_FIG_DIR"] = str(fig_dir)
     os.environ["P2PNTK_ROOT"] = str(root)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -332,7 +497,7 @@ def build(profile: str = "ci", chapters: list[str] | None = None, force: bool = 
         prov["chapters"][doc] = execute_chapter(
             root, doc, overrides.get(Path(doc).name, {}), stage, fig_dir, force)
     prov.update(python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count())
-    prov_file.write_text(json.dumps(prov, indent=2, sort_keys=True))
+    atomic_write(prov_file, json.dumps(prov, indent=2, sort_keys=True))
     if not html:
         return
     cmd = ["jupyter-book", "build", str(stage), "--path-output", str(root), "-W", "-n", "--keep-going", "--all"]
@@ -351,9 +516,10 @@ def main(argv=None) -> None:
     ap.add_argument("--chapter", action="append", dest="chapters", help="only (re)execute this chapter (repeatable)")
     ap.add_argument("--force", action="store_true", help="re-execute even if the cache key is unchanged")
     ap.add_argument("--no-html", action="store_true", help="execute chapters only, do not build the HTML")
+    ap.add_argument("--wait", action="store_true", help=WAIT_HELP)
     a = ap.parse_args(argv)
     try:
-        build(a.profile, a.chapters, a.force, html=not a.no_html)
+        build(a.profile, a.chapters, a.force, html=not a.no_html, wait=a.wait)
     except subprocess.CalledProcessError as err:
         raise SystemExit(f"[pipeline] jupyter-book build failed (exit {err.returncode})") from None
 

@@ -1,0 +1,264 @@
+"""Builds don't corrupt each other: the build lock, atomic notebooks and figures, the printed stage path.
+
+The builds here run on a throwaway project (one tiny chapter that writes its two
+figure files without matplotlib, and raises on a bad parameter after saving
+them) in temporary folders: each papermill run takes a few seconds.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from p2pntk import cli, paths, pipeline
+
+TINY = """\
+---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+    format_version: 0.13
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# Tiny
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+n = 3
+save = True
+```
+
+```{code-cell} ipython3
+---
+mystnb:
+  figure:
+    name: fig-tiny
+---
+from p2pntk.paths import figures_dir
+
+if save:  # written before the check below: a failed run must not replace the good figures
+    for ext in ("png", "pdf"):
+        (figures_dir() / f"fig-tiny.{ext}").write_text(f"figure of n = {n}")
+if n <= 0:
+    raise ValueError(f"parameter 'n' must be positive, got {n}")
+print("n is", n)
+```
+"""
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from p2pntk import cli, paths, pipeline
+    with pipeline.build_lock(sys.argv[1]):
+        print("locked", flush=True)
+        time.sleep(float(sys.argv[2]))
+    print("released", time.time(), flush=True)
+""")
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """A project with one chapter, ``book/tiny``; returns (root, build folder)."""
+    root, build = tmp_path / "project", tmp_path / "build"
+    (root / "book").mkdir(parents=True)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/tiny\n")
+    (root / "_config.yml").write_text("title: tiny\n")
+    (root / "references.bib").write_text("")
+    (root / "book" / "profiles.yml").write_text("ci:\n  tiny:\n    n: 3\npaper:\n")
+    (root / "book" / "intro.md").write_text("# Intro\n")
+    (root / "book" / "tiny.md").write_text(TINY)
+    monkeypatch.setenv("P2PNTK_ROOT", str(root))
+    monkeypatch.setenv("P2PNTK_BUILD", str(build))
+    monkeypatch.setenv("P2PNTK_FIG_DIR", str(build / "figures"))  # build() sets it; restored after the test
+    return root, build
+
+
+def hold_lock(build: Path, seconds: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(build), str(seconds)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def figures(build: Path) -> dict:
+    return {f.name: f.read_text() for f in sorted((build / "figures").glob("fig-tiny.*"))}
+
+
+def leftovers(build: Path) -> list:
+    """Temporary files of an execution (hidden files) left in the stage or the figures folder."""
+    return [p.name for d in (build / "stage" / "book", build / "figures") for p in d.glob(".*")]
+
+
+def test_atomic_write_bytes_text_and_error(tmp_path, monkeypatch):
+    target = tmp_path / "sub" / "f.txt"
+    assert paths.atomic_write(target, "héllo") == target and target.read_text(encoding="utf-8") == "héllo"
+    paths.atomic_write(target, b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    with pytest.raises(TypeError, match="data must be bytes or str, got int"):
+        paths.atomic_write(target, 3)
+
+    def full_disk(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="disk full"):
+        paths.atomic_write(target, b"new")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"\x00\x01"  # untouched
+    assert [p.name for p in target.parent.iterdir()] == ["f.txt"]  # temporary file removed
+
+
+def test_stage_dir_follows_the_build_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("P2PNTK_ROOT", str(tmp_path / "root"))
+    monkeypatch.delenv("P2PNTK_BUILD", raising=False)
+    assert paths.stage_dir() == (tmp_path / "root").resolve() / "_build" / "stage"
+    monkeypatch.setenv("P2PNTK_BUILD", str(tmp_path / "elsewhere"))
+    assert paths.stage_dir() == (tmp_path / "elsewhere").resolve() / "stage"
+    assert pipeline.executed_notebook("book/x") == (tmp_path / "elsewhere").resolve() / "stage" / "book" / "x.ipynb"
+
+
+def test_run_prints_the_stage_path_the_pipeline_writes(tiny, monkeypatch, capsys):
+    root, build = tiny
+    calls = []
+    monkeypatch.setattr(pipeline, "build", lambda *a, **k: calls.append((a, k)))
+    cli.main(["run", "tiny", "-p", "n=5"])
+    assert calls == [(("ci", ["tiny"]), {"html": False, "extra": {"tiny": {"n": 5}}, "wait": False})]
+    assert capsys.readouterr().out.strip() == f"executed notebook: {build.resolve() / 'stage' / 'book' / 'tiny.ipynb'}"
+    monkeypatch.delenv("P2PNTK_BUILD")
+    cli.main(["run", "tiny", "--wait"])
+    assert calls[-1][1]["wait"] is True
+    assert capsys.readouterr().out.strip() == f"executed notebook: {root.resolve() / '_build' / 'stage' / 'book' / 'tiny.ipynb'}"
+    cli.main(["reproduce", "--wait"])
+    assert calls[-1] == (("ci",), {"force": False, "wait": True})
+
+
+def test_profiles_read_in_one_place(tiny):
+    root, _ = tiny
+    assert pipeline.read_profiles(root) == {"ci": {"tiny": {"n": 3}}, "paper": {}}
+    assert pipeline.load_profile(root, "paper") == {}
+    (root / "book" / "profiles.yml").write_text("- ci\n")
+    with pytest.raises(SystemExit, match="profiles.yml: must map each profile name to chapters"):
+        pipeline.read_profiles(root)
+
+
+def test_build_lock_records_the_holder_and_is_released(tiny):
+    _, build = tiny
+    with pipeline.build_lock(build) as lock:
+        info = json.loads(lock.read_text())
+        assert info["pid"] == os.getpid() and info["started"].startswith("20") and info["command"]
+    assert lock.read_text() == ""
+    with pytest.raises(RuntimeError):
+        with pipeline.build_lock(build):
+            raise RuntimeError("a failing build")
+    with pipeline.build_lock(build):  # released on the error: taken again at once
+        pass
+
+
+def test_second_build_stops_at_once_naming_the_running_one(tiny):
+    root, build = tiny
+    holder = hold_lock(build, 60)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SystemExit) as err:
+            pipeline.build("ci", html=False)
+        assert time.monotonic() - t0 < 5
+        msg = str(err.value)
+        assert f"another build is running in {build.resolve()}" in msg
+        assert f"pid {holder.pid}, started 20" in msg and f"command: {sys.executable} -c" in msg
+        assert "--wait" in msg and "P2PNTK_BUILD=<another folder>" in msg
+        assert not (build / "stage").exists()  # nothing staged, nothing executed
+        out = subprocess.run([sys.executable, "-m", "p2pntk.cli", "run", "tiny"], capture_output=True, text=True,
+                             env={**os.environ}, timeout=120)
+        assert out.returncode == 1 and f"pid {holder.pid}" in out.stderr, out.stderr[-2000:]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_wait_flag_waits_for_the_running_build(tiny):
+    _, build = tiny
+    holder = hold_lock(build, 3)
+    try:
+        out = subprocess.run([sys.executable, "-m", "p2pntk.pipeline", "--no-html", "--wait"], capture_output=True,
+                             text=True, env={**os.environ}, timeout=300)
+        released = float(holder.stdout.readline().split()[1])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"waiting for the build running in {build.resolve()} (pid {holder.pid}" in out.stdout
+    text = (build / "stage" / "book" / "tiny.ipynb").read_text()
+    started = datetime.fromisoformat(json.loads(text)["metadata"]["papermill"]["start_time"]).timestamp()
+    assert started >= released  # executed only once the running build had released the lock
+    assert "n is 3" in text
+
+
+def test_failed_chapter_never_replaces_the_last_good_notebook_or_figures(tiny, capsys):
+    _, build = tiny
+    out = build / "stage" / "book" / "tiny.ipynb"
+    failed = out.with_name("tiny.failed.ipynb")
+    pipeline.build("ci", html=False)
+    good, good_figures = out.read_bytes(), figures(build)
+    assert b"n is 3" in good and good_figures == {"fig-tiny.pdf": "figure of n = 3", "fig-tiny.png": "figure of n = 3"}
+
+    with pytest.raises(SystemExit) as err:
+        pipeline.build("ci", html=False, extra={"tiny": {"n": 0}})
+    msg = str(err.value)
+    assert "book/tiny FAILED" in msg and "ValueError: parameter 'n' must be positive, got 0" in msg
+    assert f"executed notebook of the failed run: {failed}" in msg
+    assert out.read_bytes() == good and figures(build) == good_figures
+    assert "parameter 'n' must be positive" in failed.read_text()  # the traceback is in the failed notebook
+    assert leftovers(build) == []
+
+    with pytest.raises(SystemExit, match=r"figures missing or empty after execution: \['fig-tiny.png', 'fig-tiny.pdf'\]"):
+        pipeline.build("ci", html=False, extra={"tiny": {"n": 7, "save": False}})
+    assert out.read_bytes() == good and "n is 7" in failed.read_text()
+
+    with pipeline.build_lock(build):  # released after the failures
+        pass
+    pipeline.build("ci", html=False, extra={"tiny": {"n": 4}})
+    assert "n is 4" in out.read_text() and figures(build)["fig-tiny.png"] == "figure of n = 4"
+    assert not failed.exists()  # the stale failure is removed
+    assert leftovers(build) == []
+    capsys.readouterr()
+
+
+def test_figure_save_is_atomic(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from p2pntk import plotting
+
+    monkeypatch.setenv("P2PNTK_FIG_DIR", str(tmp_path))
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    png, pdf = plotting.save(fig, "fig-x")
+    assert png.read_bytes().startswith(b"\x89PNG") and pdf.read_bytes().startswith(b"%PDF")
+    old = png.read_bytes()
+    real = fig.savefig
+
+    def interrupted(buf, **kw):  # half a file, then an error (disk full, Ctrl-C, ...)
+        real(buf, **kw)
+        buf.truncate(buf.tell() // 2)
+        raise OSError("interrupted")
+
+    monkeypatch.setattr(fig, "savefig", interrupted)
+    with pytest.raises(OSError, match="interrupted"):
+        plotting.save(fig, "fig-x")
+    assert png.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["fig-x.pdf", "fig-x.png"]
+    plt.close(fig)
