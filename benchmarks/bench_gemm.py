@@ -1,7 +1,7 @@
 """The machine's float64 matmul rate and the fraction of it the predictor's dominant kernel reaches.
 
 Peak: best of 5 square ``numpy`` matmuls of size n (:math:`2n^3` flops). The predictor's
-dominant operation per iteration is :meth:`p2pntk.dynamics._System.local_grad`: each
+dominant operation per iteration is :meth:`p2pntk.coefficients.CoefficientSystem.local_grad`: each
 agent's rows of the shared kernel times its (N, C) coefficients, :math:`2N^2C` flops
 reading the :math:`N^2` kernel once — arithmetic intensity :math:`C/4` flop/byte, so it is
 bound by memory bandwidth, not by the floating-point units; ``bandwidth_GBps`` is the
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from common import row, seconds, synthetic_kernel
 
-from p2pntk import dynamics
+from p2pntk import coefficients
 
 FULL = dict(n_gemm=3000, N=4096, Q=8, C=10)
 QUICK = dict(n_gemm=1000, N=256, Q=4, C=10)
@@ -29,7 +29,7 @@ def run(quick: bool) -> list[dict]:
     N, Q, C = cfg["N"], cfg["Q"], cfg["C"]
     K, _ = synthetic_kernel(N, 1)
     owner = np.arange(N) % Q
-    sys = dynamics._System("dgd", np.full((Q, Q), 1 / Q), K, owner, np.zeros((N, C)), np.zeros((N, C)))
+    sys = coefficients.CoefficientSystem([np.full((Q, Q), 1 / Q)], K, owner, np.zeros((N, C)), np.zeros((N, C)))
     A = rng.standard_normal((Q, N, C))
     t_grad = seconds(lambda: sys.local_grad(A), 5)[0]
     t_rec = seconds(lambda: sys.apply(sys.Kmat, A), 3)[0]

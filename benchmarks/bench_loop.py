@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from common import row, seconds
 
-from p2pntk import experiments, graphs, stability, training
+from p2pntk import graphs, problems, stability, training
 
 FULL = [dict(n_agents=8, width=1024, n_train=256, iterations=300), dict(n_agents=32, width=256, n_train=256, iterations=300)]
 QUICK = [dict(n_agents=4, width=32, n_train=40, iterations=30)]
@@ -44,7 +44,7 @@ def loop_simulate(apply_fn, params0, W, x, y, owner, lr, iterations):
 
 
 def _case(n_agents, width, n_train, iterations):
-    p = experiments.problem("digits", n_train, 10, n_agents, width)
+    p = problems.problem("digits", n_train, 10, n_agents, width)
     W = graphs.mixing_matrix(graphs.topology("ring", n_agents))
     lr = 0.5 * stability.dgd_step_size_bound(W, p.K, p.owner)
     x, y = jnp.asarray(p.x), jnp.asarray(p.y)
@@ -53,8 +53,8 @@ def _case(n_agents, width, n_train, iterations):
     (t_loop, base), (t_vec, ours) = seconds(lambda: loop(iterations), 2), seconds(lambda: vec(iterations), 2)
     per_loop = (t_loop - seconds(lambda: loop(1), 2)[0]) / (iterations - 1)
     per_vec = (t_vec - seconds(lambda: vec(1), 2)[0]) / (iterations - 1)
-    ours = experiments.flatten_agents(ours.params[-1])
-    base = np.stack([experiments.flatten_agents(jax.tree.map(lambda a: a[None], pq))[0] for pq in base])
+    ours = training.flatten_agents(ours.params[-1])
+    base = np.stack([training.flatten_agents(jax.tree.map(lambda a: a[None], pq))[0] for pq in base])
     diff = float(np.abs(ours - base).max())
     return row("loop", f"Q={n_agents}, width {width}, N={n_train}, per iteration", per_loop, per_vec,
                f"per-agent jitted grad + mix in a Python loop vs simulate (vmap, one jitted loop), without "

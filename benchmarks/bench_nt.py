@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from common import row, seconds
 
-from p2pntk import dynamics, experiments, kernels
+from p2pntk import dynamics, kernels, problems
 
 FULL = dict(n_train=1024, n_test=512, repeat=5)
 QUICK = dict(n_train=64, n_test=32, repeat=5)
@@ -23,7 +23,7 @@ def compare(n_train: int, n_test: int, repeat: int = 3, lr: float = 0.5):
     """Max abs difference of train and test outputs, and the two times (nt, ours)."""
     import jax
 
-    p = experiments.problem("digits", n_train, n_test, 1, 256, with_kernel=False)
+    p = problems.problem("digits", n_train, n_test, 1, 256, with_kernel=False)
     K = np.asarray(kernels.analytic_ntk(p.kernel_fn, p.x))
     Kt = np.asarray(kernels.analytic_ntk(p.kernel_fn, p.x_test, p.x))
     C = p.y.shape[1]

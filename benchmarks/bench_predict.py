@@ -1,7 +1,7 @@
 """Closed-form prediction of a whole peer-to-peer training run versus training the networks.
 
 Baseline: :func:`p2pntk.training.simulate` of the Q = 8 nonlinear networks (DGD, ring,
-the book's default digits problem via :func:`p2pntk.experiments.problem`), outputs on the
+the book's default digits problem via :func:`p2pntk.problems.problem`), outputs on the
 training and test points at every recorded iteration. Ours: :func:`p2pntk.dynamics.linearized_outputs` for the same agents,
 iterations and outputs, with the kernel computation included — the empirical NTK
 (output-resolved, :func:`p2pntk.kernels.empirical_ntk`) or the analytic NTK
@@ -10,7 +10,7 @@ timed compiled (steady state: one call each beforehand compiles them; the first 
 times are in the notes, with the ratio they would give if included); the empirical
 kernel's time includes its compilation. ``rel_err_test`` is the relative error
 of the prediction on the test outputs at the last iteration (finite-width effects).
-The sweep: :func:`p2pntk.reproduction.sweep`, 6 step sizes x 4 topologies from one
+The sweep: :func:`p2pntk.landscape.sweep`, 6 step sizes x 4 topologies from one
 empirical kernel, all 24 cells advanced together by :func:`p2pntk.dynamics.linearized_sweep`;
 trained on a sample of cells, the training time extrapolated per cell.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from common import row, seconds
 
-from p2pntk import dynamics, experiments, graphs, kernels, reproduction, stability, training
+from p2pntk import dynamics, graphs, kernels, landscape, metrics, problems, stability, training
 
 FULL = dict(n_train=256, n_test=256, widths=[256, 1024, 4096], steps=[0, 25, 50, 100, 200, 400],
             sweeps=[dict(n_train=128, n_test=128, width=1024, iterations=200, sample=[[0, 0], [2, 1]]),    # book, ci
@@ -35,7 +35,7 @@ TARGET_WIDTH = 4096   # the issue states its targets (analytic >= 100x, sweep >=
 def _width_rows(width, cfg):
     import jax.numpy as jnp
 
-    p = experiments.problem("digits", cfg["n_train"], cfg["n_test"], Q, width, with_kernel=False)
+    p = problems.problem("digits", cfg["n_train"], cfg["n_test"], Q, width, with_kernel=False)
     x, xt = jnp.asarray(p.x), jnp.asarray(p.x_test)
     W = graphs.mixing_matrix(graphs.topology("ring", Q))
     steps = cfg["steps"]
@@ -64,7 +64,7 @@ def _width_rows(width, cfg):
                                         x_test=xt)
     t_train_cold, _ = seconds(lambda: train([0, 1]))   # compiles the step and the outputs
     t_train, act = seconds(lambda: train(steps))
-    err = lambda pr: reproduction.movement_error(pr.test[-1:], act.test[-1:], p.f0_test)[0]
+    err = lambda pr: metrics.movement_error(pr.test[-1:], act.test[-1:], p.f0_test)[0]
     case = f"width {width}, Q={Q}, N={cfg['n_train']}, {steps[-1]} its"
     common = dict(width=width, n_train=cfg["n_train"], n_test=cfg["n_test"], iterations=steps[-1], n_recorded=len(steps))
     big = width == TARGET_WIDTH
@@ -86,7 +86,7 @@ def _sweep_row(cfg):
     big = cfg["width"] == TARGET_WIDTH
     config = dict(dataset="digits", n_train=cfg["n_train"], n_test=cfg["n_test"], n_agents=Q, width=cfg["width"],
                   steps=[0, cfg["iterations"]])
-    sw = reproduction.sweep(config, LR_FACTORS, TOPOLOGIES, cfg["sample"])
+    sw = landscape.sweep(config, LR_FACTORS, TOPOLOGIES, cfg["sample"])
     n_cells = len(LR_FACTORS) * len(TOPOLOGIES)
     per_cell = float(sw["seconds_train_sample"]) / int(sw["n_sample"])
     sampled = tuple(np.asarray(cfg["sample"]).T)

@@ -4,8 +4,8 @@ Synthetic PSD kernels (analytic ReLU NTK of random unit vectors, :func:`common.s
 no network), shared by C = 10 outputs; DGD on a ring (Q = 2: the single edge; Metropolis weights, CSR mixing from
 Q >= 32), step size half the DGD bound, N_test = N/4. Per case:
 
-- ``per_iter_s``: best of 3 times of k steps of the recursion (``_System.step``, the loop
-  of :func:`p2pntk.dynamics.linearized_outputs`), divided by k;
+- ``per_iter_s``: best of 3 times of k steps of the recursion (the DGD definition's step on
+  :class:`p2pntk.coefficients.CoefficientSystem`, the loop of :func:`p2pntk.dynamics.linearized_outputs`), divided by k;
 - ``total_s``: one call with ``steps=[k]`` (set-up + k iterations + outputs of all agents);
 - ``peak_MiB``: the kernels passed in plus the peak of memory allocated during the call,
   measured with ``tracemalloc`` (NumPy reports its buffers to it), in-process.
@@ -22,7 +22,7 @@ import tracemalloc
 import numpy as np
 from common import row, seconds, synthetic_kernel
 
-from p2pntk import dynamics, experiments, graphs, stability
+from p2pntk import algorithms, coefficients, dynamics, graphs, metrics, stability
 
 C = 10
 BUDGET = 24 * 2 ** 30
@@ -55,12 +55,18 @@ def _iterate(step, A, iterations, repeat=3):
     return seconds(loop, repeat)[0] / iterations
 
 
+def _system(args):
+    return coefficients.CoefficientSystem([args["W"]], args["K"], args["owner"], args["f0"], args["y"],
+                                          args["K_test"], args["f0_test"])
+
+
 def measure(Q, K, Kt, iterations):
     """per-iteration time, total time, peak memory (MiB) of one prediction."""
     args = _setup(Q, K, Kt)
     tk, _ = seconds(lambda: _predict(args, iterations))
-    sys = dynamics._System(**{k: v for k, v in args.items() if k != "lr"})
-    it = _iterate(lambda B: sys.step(B, args["lr"]), np.zeros((Q,) + sys.resid0.shape), iterations)
+    sys = _system(args)
+    ops, step = sys.ops(args["lr"]), algorithms.get("dgd").step
+    it = _iterate(lambda B: step(ops, {"x": B}, 0)["x"], np.zeros((Q,) + sys.resid0.shape), iterations)
     del sys
     tracemalloc.start()
     _predict(args, iterations)
@@ -71,10 +77,10 @@ def measure(Q, K, Kt, iterations):
 
 def dense_per_iter(Q, K, Kt, iterations):
     """Per-iteration time of the former dense recursion (all rows for every agent, dense W)."""
-    sys = dynamics._System(**{k: v for k, v in _setup(Q, K, Kt).items() if k != "lr"})
+    sys = _system(_setup(Q, K, Kt))
 
     def step(B):
-        G = sys.d * (dynamics._System.apply(sys.Kmat, B) + sys.resid0[None])
+        G = sys.d[:, :, None] * (sys.apply(sys.Kmat, B) + sys.resid0[None])
         return (sys.W @ B.reshape(Q, -1)).reshape(B.shape) - 0.1 * G
 
     return _iterate(step, np.zeros((Q,) + sys.resid0.shape), min(iterations, 3), repeat=1)
@@ -101,7 +107,7 @@ def run(quick: bool) -> list[dict]:
     byQ = np.array([measure(Q, K, Kt, k) for Q in cfg["Qs"]])
     Qmax = cfg["Qs"][-1]
     t_dense = dense_per_iter(Qmax, K, Kt, k)
-    slope_Q = experiments.loglog_slope(cfg["Qs"], byQ[:, 0])
+    slope_Q = metrics.loglog_slope(cfg["Qs"], byQ[:, 0])
     fit_Q = np.polyfit(cfg["Qs"], byQ[:, 2], 1)
     N = cfg["N_for_Q"]
     rows += _size_rows("Q", [(Q, N) for Q in cfg["Qs"]], byQ)
@@ -117,7 +123,7 @@ def run(quick: bool) -> list[dict]:
         byN.append(measure(cfg["Q_for_N"], K, Kt, k))
         del K, Kt
     byN = np.array(byN)
-    slope_N = experiments.loglog_slope(cfg["Ns"], byN[:, 0])
+    slope_N = metrics.loglog_slope(cfg["Ns"], byN[:, 0])
     fit_N = np.polyfit(cfg["Ns"], byN[:, 2], 2)
     Q = cfg["Q_for_N"]
     rows += _size_rows("N", [(Q, n) for n in cfg["Ns"]], byN)

@@ -38,10 +38,10 @@ def _worker(n_devices: int, cfg: dict):
     """In a process with ``n_devices`` host devices: seconds per iteration, per topology and path."""
     import jax
     jax.config.update("jax_enable_x64", True)
-    from p2pntk import experiments, graphs, training
+    from p2pntk import graphs, problems, sharding, training
 
     assert len(jax.devices()) == n_devices
-    p = experiments.problem("digits", cfg["n_train"], 10, Q, cfg["width"], with_kernel=False)
+    p = problems.problem("digits", cfg["n_train"], 10, Q, cfg["width"], with_kernel=False)
     out = {}
     for topology in ("ring", "complete"):
         W = graphs.mixing_matrix(graphs.topology(topology, Q))
@@ -59,7 +59,7 @@ def _worker(n_devices: int, cfg: dict):
             t1 = min(_timed(run, k) for _ in range(cfg["repeats"]))
             t2 = min(_timed(run, 2 * k) for _ in range(cfg["repeats"]))
             out[f"{topology}/{name}"] = dict(step_s=max(t2 - t1, 1e-12) / k, first_s=first_s,
-                                             plan=training.mixing_plan(W, n_devices)[0] if devices else "vmap")
+                                             plan=sharding.mixing_plan(W, n_devices)[0] if devices else "vmap")
     print(json.dumps(out))
 
 

@@ -49,11 +49,11 @@ def test_help_of_every_command(command):
 
 
 def test_allowed_values_come_from_the_package():
-    from p2pntk import data, graphs, pipeline, training
+    from p2pntk import algorithms, data, graphs, pipeline
 
     assert pipeline.allowed_values("topology") == graphs.TOPOLOGIES
     assert pipeline.allowed_values("check_topologies") == graphs.TOPOLOGIES
-    assert pipeline.allowed_values("algorithms") == training.ALGORITHMS
+    assert pipeline.allowed_values("algorithms") == algorithms.ALGORITHMS
     assert pipeline.allowed_values("partition") == data.PARTITIONS
     assert pipeline.allowed_values("lr_factor") is None and pipeline.allowed_values("n_agents") is None
 

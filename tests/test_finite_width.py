@@ -8,7 +8,7 @@ two seeds: the measured value is printed and reported in the chapters.
 import jax
 import numpy as np
 
-from p2pntk import data, dynamics, graphs, kernels, stability, training
+from p2pntk import data, dynamics, graphs, kernels, metrics, stability, training
 
 
 def relative_gap(width, seed, algorithm="dgd", steps=200):
@@ -30,7 +30,7 @@ def relative_gap(width, seed, algorithm="dgd", steps=200):
 def test_prediction_gap_shrinks_with_width():
     widths = np.array([64, 256, 1024])
     gaps = np.array([np.mean([relative_gap(w, s) for s in (0, 1)]) for w in widths])
-    slope = np.polyfit(np.log(widths), np.log(gaps), 1)[0]
+    slope = metrics.loglog_slope(widths, gaps)
     print(f"relative test-output gap {dict(zip(widths.tolist(), gaps.round(4).tolist()))}, slope {slope:.3f}")
     assert np.all(np.diff(gaps) < 0)
     assert slope < -0.25

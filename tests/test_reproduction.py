@@ -18,7 +18,7 @@ import jupytext
 import numpy as np
 import pytest
 
-from p2pntk import pipeline, reproduction as R
+from p2pntk import landscape, metrics, pipeline, reproduction as R
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,19 +54,19 @@ def test_claim_on_ci_profile(algorithm, topology):
     """The chapter's claim (every algorithm, ring and Erdős–Rényi): resolved error <= 3% and
     accuracy gap <= 1 point; measured values in the module docstring."""
     r = _chapter_run(algorithm, topology)
-    rel = R.movement_error(r["pred_test"], r["actual_test"], r["f0_test"])[-1]
-    gap = abs(R.error_rate(r["actual_test"], r["labels_test"])[-1].mean()
-              - R.error_rate(r["pred_test"], r["labels_test"])[-1].mean())
+    rel = metrics.movement_error(r["pred_test"], r["actual_test"], r["f0_test"])[-1]
+    gap = abs(metrics.error_rate(r["actual_test"], r["labels_test"])[-1].mean()
+              - metrics.error_rate(r["pred_test"], r["labels_test"])[-1].mean())
     print(f"{algorithm} {topology}: resolved {rel:.3%}, accuracy gap {100 * gap:.2f} points")
     assert rel <= 0.03
     assert gap <= 0.01
 
 
 def test_prediction_accuracy_on_ci_profile(run):
-    rel = R.movement_error(run["pred_test"], run["actual_test"], run["f0_test"])[-1]
-    rel_traced = R.movement_error(run["traced_test"], run["actual_test"], run["f0_test"])[-1]
-    acc_act = 1 - R.error_rate(run["actual_test"], run["labels_test"])[-1].mean()
-    acc_pred = 1 - R.error_rate(run["pred_test"], run["labels_test"])[-1].mean()
+    rel = metrics.movement_error(run["pred_test"], run["actual_test"], run["f0_test"])[-1]
+    rel_traced = metrics.movement_error(run["traced_test"], run["actual_test"], run["f0_test"])[-1]
+    acc_act = 1 - metrics.error_rate(run["actual_test"], run["labels_test"])[-1].mean()
+    acc_pred = 1 - metrics.error_rate(run["pred_test"], run["labels_test"])[-1].mean()
     print(f"resolved {rel:.3%}, traced {rel_traced:.3%}, accuracy actual {acc_act:.2%} predicted {acc_pred:.2%}")
     assert rel <= 0.03
     assert rel_traced <= 0.09
@@ -74,13 +74,13 @@ def test_prediction_accuracy_on_ci_profile(run):
 
 
 def test_closed_form_equals_affine_training(run):
-    gap = R.movement_error(run["pred_test"], run["affine_test"], run["f0_test"])[1:]
+    gap = metrics.movement_error(run["pred_test"], run["affine_test"], run["f0_test"])[1:]
     assert np.nanmax(gap) < 1e-8
     np.testing.assert_allclose(run["pred_weights"], run["affine_weights"], rtol=1e-8, atol=1e-12)
 
 
 def test_error_grows_with_training_length(run):
-    rel = R.movement_error(run["pred_test"], run["actual_test"], run["f0_test"])[1:]
+    rel = metrics.movement_error(run["pred_test"], run["actual_test"], run["f0_test"])[1:]
     assert np.all(np.diff(rel) > 0)
 
 
@@ -97,7 +97,7 @@ def width_runs():
 
 def test_prediction_error_per_width_and_length(width_runs):
     """Shrinks with width at every training length, grows with length at every width."""
-    err = np.array([R.movement_error(r["pred_test"], r["actual_test"], r["f0_test"])[1:]
+    err = np.array([metrics.movement_error(r["pred_test"], r["actual_test"], r["f0_test"])[1:]
                     for r in width_runs.values()])          # (widths, lengths)
     print("relative error (rows: widths", list(width_runs), "; columns: lengths):\n", np.round(100 * err, 2))
     assert np.all(np.diff(err, axis=0) < 0), "error must shrink with width"
@@ -108,7 +108,7 @@ def test_prediction_error_per_width_and_length(width_runs):
 def test_sweep_keys_shapes_and_one_warning_per_cell_beyond_the_bound():
     config = dict(dataset="digits", n_train=40, n_test=20, n_agents=8, width=64, steps=[0, 10])
     with pytest.warns(RuntimeWarning) as caught:
-        sw = R.sweep(config, [0.5, 1.2], ["ring", "star", "complete"], [[0, 1]])
+        sw = landscape.sweep(config, [0.5, 1.2], ["ring", "star", "complete"], [[0, 1]])
     beyond = [str(w.message) for w in caught if "exceeds the stability bound" in str(w.message)]
     assert sorted(m.split(":")[0] for m in beyond) == [f"configuration (lr 1, W {j})" for j in range(3)]
     assert {"lr", "pred_error", "actual_error", "pred_loss", "actual_loss", "seconds_predict_all"} <= set(sw)

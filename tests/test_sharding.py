@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import p2pntk
-from p2pntk import graphs, training
+from p2pntk import algorithms, graphs, problems, sharding, training
 
 Q = 8
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(p2pntk.__file__)))
@@ -70,7 +70,7 @@ def test_sharded_equals_single_device(reports, n_devices):
     plans = {(c["topology"], c["mixing"]): c["plan"] for c in rep["cases"]}
     assert plans[("ring", "auto")] == ("all_gather" if n_devices == 1 else "ppermute")
     assert plans[("complete", "auto")] == "all_gather"
-    assert {c["algorithm"] for c in rep["cases"]} == set(training.ALGORITHMS)
+    assert {c["algorithm"] for c in rep["cases"]} == set(algorithms.ALGORITHMS)
     for c in rep["cases"]:
         assert c["train"] <= ATOL and c["params"] <= ATOL, c
     if n_devices >= 4:
@@ -83,16 +83,16 @@ def test_devices_errors_name_the_allowed_values():
     W = graphs.mixing_matrix(graphs.topology("ring", Q))
     n = len(jax.devices())
     with pytest.raises(ValueError, match=r"devices=.*allowed: None, an int among"):
-        training.agent_mesh(n + 1, Q)
+        sharding.agent_mesh(n + 1, Q)
     with pytest.raises(ValueError, match="devices"):
-        training.agent_mesh("two", Q)
+        sharding.agent_mesh("two", Q)
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("x",))
     with pytest.raises(ValueError, match="axis name 'agents'"):
-        training.agent_mesh(mesh, Q)
+        sharding.agent_mesh(mesh, Q)
     with pytest.raises(ValueError, match=r"devices: Q = 8 agents cannot be split evenly over 3"):
-        training.mixing_plan(W, 3)
+        sharding.mixing_plan(W, 3)
     with pytest.raises(ValueError, match="allowed: auto, ppermute, all_gather"):
-        training.mixing_plan(W, 1, "ring")
+        sharding.mixing_plan(W, 1, "ring")
 
 
 @pytest.mark.parametrize("topology, n_dev, plan", [
@@ -102,21 +102,21 @@ def test_devices_errors_name_the_allowed_values():
 ])
 def test_mixing_plan_follows_the_sparsity_of_W(topology, n_dev, plan):
     W = graphs.mixing_matrix(graphs.topology(topology, Q))
-    assert training.mixing_plan(W, n_dev) == plan
+    assert sharding.mixing_plan(W, n_dev) == plan
 
 
 def worker(n_devices: int):
     import jax
     jax.config.update("jax_enable_x64", True)
-    from p2pntk import experiments
+    from p2pntk import algorithms, graphs, problems, sharding, training
 
     assert len(jax.devices()) == n_devices
-    p = experiments.problem("digits", 16, 10, Q, 16, with_kernel=False)
+    p = problems.problem("digits", 16, 10, Q, 16, with_kernel=False)
     steps, lr = [0, 2, 15], 0.2
     cases = []
     for topology in ("ring", "complete"):
         W = graphs.mixing_matrix(graphs.topology(topology, Q))
-        for algorithm in training.ALGORITHMS:
+        for algorithm in algorithms.ALGORITHMS:
             kw = dict(record_params=True)  # test outputs: checked by process_worker
             ref = training.simulate(algorithm, p.apply_fn, p.params0, W, p.x, p.y, p.owner, lr, steps, **kw)
             # auto: ring -> ppermute, complete -> all_gather (n_devices > 1); DGD also forced the other way
@@ -127,7 +127,7 @@ def worker(n_devices: int):
                 leaves = zip(jax.tree.leaves(ref.params), jax.tree.leaves(got.params))
                 cases.append(dict(
                     topology=topology, algorithm=algorithm, mixing=mixing,
-                    plan=training.mixing_plan(W, n_devices, mixing)[0],
+                    plan=sharding.mixing_plan(W, n_devices, mixing)[0],
                     train=float(np.abs(ref.train - got.train).max()),
                     params=max(float(np.abs(a - b).max()) for a, b in leaves)))
     indivisible = None  # Q = 6 agents do not split over 4 devices
@@ -149,11 +149,11 @@ def process_worker(n_local: int, process_id: int, n_processes: int, port: int):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=n_processes,
                                process_id=process_id)
-    from p2pntk import experiments
+    from p2pntk import algorithms, graphs, problems, sharding, training
 
     n_global = len(jax.devices())
     assert n_global == n_local * n_processes and len(jax.local_devices()) == n_local
-    p = experiments.problem("digits", 16, 10, Q, 16, with_kernel=False)
+    p = problems.problem("digits", 16, 10, Q, 16, with_kernel=False)
     cases = []
     for topology, algorithm in (("ring", "dgd"), ("complete", "cta")):  # ppermute and all_gather across processes
         W = graphs.mixing_matrix(graphs.topology(topology, Q))
@@ -162,7 +162,7 @@ def process_worker(n_local: int, process_id: int, n_processes: int, port: int):
         got = training.simulate(algorithm, p.apply_fn, p.params0, W, p.x, p.y, p.owner, 0.2, [0, 2, 15],
                                 devices=n_global, **kw)
         leaves = zip(jax.tree.leaves(ref.params), jax.tree.leaves(got.params))
-        cases.append(dict(topology=topology, algorithm=algorithm, plan=training.mixing_plan(W, n_global)[0],
+        cases.append(dict(topology=topology, algorithm=algorithm, plan=sharding.mixing_plan(W, n_global)[0],
                           train=float(np.abs(ref.train - got.train).max()),
                           test=float(np.abs(ref.test - got.test).max()),
                           params=max(float(np.abs(a - b).max()) for a, b in leaves)))

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from p2pntk import dynamics, graphs, kernels, stability, training
+from p2pntk import checks, dynamics, graphs, kernels, stability, training
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_dgd_fixed_point_with_positive_definite_kernel_is_the_centralised_interp
     k = int(np.ceil(np.log(1e-13) / np.log(rho)))
     long = dynamics.linearized_outputs("dgd", W, p["K"], p["owner"], p["f0"], p["y"], lr, [k])
     np.testing.assert_allclose(long.train[0], train, atol=1e-9)
-    theta = _flat(dynamics.parameters(p["apply_fn"], p["params0"], p["x"], coef), 5)
+    theta = _flat(training.parameters(p["apply_fn"], p["params0"], p["x"], coef), 5)
     assert np.abs(theta - theta.mean(axis=0)).max() < 1e-9 * np.abs(theta).max()
 
 
@@ -96,11 +96,11 @@ def test_dgd_fixed_point_with_conflicting_data_disagrees_within_bound():
     for factor in (0.1, 0.3, 0.9):
         lr = factor * stability.dgd_step_size_bound(W, K, owner)
         coef, train = stability.dgd_fixed_point(W, K, owner, f0, y, lr)
-        theta = _flat(dynamics.parameters(apply_fn, params0, x, coef), Q)
+        theta = _flat(training.parameters(apply_fn, params0, x, coef), Q)
         perp = np.linalg.norm(theta - theta.mean(axis=0))
         resid = train - y[None]
-        mask = (owner[None, :] == np.arange(Q)[:, None]) / 3.0
-        g = _flat(dynamics.parameters(apply_fn, params0, x, mask[:, :, None] * resid), Q) - _flat(params0, 1)
+        mask = checks.agent_weights(owner, Q)
+        g = _flat(training.parameters(apply_fn, params0, x, mask[:, :, None] * resid), Q) - _flat(params0, 1)
         np.testing.assert_allclose(g.sum(axis=0), 0, atol=1e-10 * np.abs(g).max())
         assert 0 < perp <= lr * np.linalg.norm(g) / (1 - lam2) * (1 + 1e-9)
         assert perp > prev  # grows with the step size

@@ -56,6 +56,28 @@ def _train(lr=0.5, steps=(0, 1), x=None):
                     list(steps))
 
 
+def _flow(algorithm="dgd", **change):
+    from .dynamics import linearized_flow_outputs
+
+    p = _tiny(**change)
+    return linearized_flow_outputs(algorithm, p["W"], p["K"], p["owner"], p["f0"], p["y"], 0.5, [1.0])
+
+
+def _two_state():
+    """Heavy-ball DGD defined inline: two state variables (x, v), so no gradient flow."""
+    from .algorithms import Algorithm
+
+    return Algorithm("heavy_ball", lambda ops, x0: {"x": x0, "v": 0 * x0},
+                     lambda ops, s, k: {"x": ops.mix(s["x"], k) - ops.lr * s["v"], "v": 0.5 * s["v"] + ops.grad(s["x"], k)})
+
+
+def _test_kernel_alone():
+    from .dynamics import linearized_outputs
+
+    p = _tiny()
+    return linearized_outputs("dgd", p["W"], p["K"], p["owner"], p["f0"], p["y"], 0.5, [1], K_test=np.eye(4)[:2])
+
+
 def _write_idx(path: Path, array: np.ndarray) -> None:
     """Write ``array`` (uint8 or float64) as an IDX file."""
     code, dtype = (0x08, ">u1") if array.dtype == np.uint8 else (0x0E, ">f8")
@@ -157,6 +179,15 @@ CASES = [
          r"every agent needs at least one training point; agents \[1\] have none"),
     Case("unknown algorithm", "linearized_outputs('gossip', ...)", lambda: _predict("gossip"), ValueError,
          r"unknown algorithm='gossip'; allowed: dgd, atc, cta, centralized"),
+    Case("empty mixing schedule", "linearized_outputs('dgd', W=np.zeros((0, 2, 2)), ...)",
+         lambda: _predict(W=np.zeros((0, 2, 2))), ValueError, r"W: a \(T, Q, Q\) mixing schedule needs T >= 1 matrices"),
+    Case("flow of a two-state method", "linearized_flow_outputs(Algorithm with state x, v, ...)",
+         lambda: _flow(_two_state()), ValueError,
+         r"algorithm 'heavy_ball' has 2 state variables \['x', 'v'\]: it has no gradient flow"),
+    Case("flow with a mixing schedule", "linearized_flow_outputs('dgd', W=(3, 2, 2) schedule, ...)",
+         lambda: _flow(W=np.full((3, 2, 2), 0.5)), ValueError, r"W: the flow needs one fixed \(Q, Q\) mixing matrix"),
+    Case("test kernel without its initial outputs", "linearized_outputs(..., K_test=K_t) without f0_test",
+         _test_kernel_alone, ValueError, r"f0_test is required with K_test"),
     Case("unknown topology", "topology('torus', 4)", lambda: graphs.topology("torus", 4), ValueError,
          r"unknown topology name='torus'; allowed: ring, path, star, complete, grid, erdos_renyi, geometric"),
     Case("unknown mixing rule", "mixing_matrix(ring, rule='uniform')",

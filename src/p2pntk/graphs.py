@@ -217,6 +217,25 @@ def check_mixing_matrix(W, graph: nx.Graph | None = None, *, atol: float = 1e-10
     return W
 
 
+def mixing_schedule(W) -> np.ndarray:
+    r"""Mixing matrices of every iteration as a checked (T, Q, Q) stack: iteration :math:`k` mixes with ``W[k % T]``.
+
+    ``W`` is one (Q, Q) matrix (T = 1: a fixed graph) or a (T, Q, Q) sequence (mixing that
+    changes with the iteration, e.g. links that fail; a periodic schedule if the run is
+    longer than T). Each matrix is checked by :func:`check_mixing_matrix`.
+
+    Example:
+        >>> mixing_schedule(np.eye(2)).shape
+        (1, 2, 2)
+    """
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim == 3:
+        if len(W) == 0:
+            raise ValueError("W: a (T, Q, Q) mixing schedule needs T >= 1 matrices, got none")
+        return np.stack([check_mixing_matrix(w) for w in W])
+    return check_mixing_matrix(W)[None]
+
+
 def consensus_rate(W) -> float:
     r"""Rate of average consensus, :math:`\rho(W) = \max(|\lambda_2|, |\lambda_Q|)`.
 

@@ -76,7 +76,7 @@ CHAPTER_CODE = {"book/benchmarks": ("benchmarks/*.py",)}
 #: parameter's name (``topology``, ``check_topologies``, ``algorithms``, ...) ->
 #: (module, constant). The constants are the single source of the allowed values.
 CHOICES = {"topology": ("graphs", "TOPOLOGIES"), "rule": ("graphs", "RULES"),
-           "algorithm": ("training", "ALGORITHMS"), "dataset": ("data", "DATASETS"),
+           "algorithm": ("algorithms", "ALGORITHMS"), "dataset": ("data", "DATASETS"),
            "partition": ("data", "PARTITIONS"), "activation": ("kernels", "ACTIVATIONS"),
            "dtype": ("training", "TRAIN_DTYPES")}
 _PLURALS = {"topologies": "topology"}

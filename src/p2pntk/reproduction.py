@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import dynamics, experiments, graphs, kernels, results, stability, training
+from . import dynamics, graphs, kernels, problems, results, stability, training
+from .coefficients import traced_kernel
 
 DEFAULTS = dict(
     dataset="digits", n_train=256, n_test=256, n_agents=8, topology="ring", rule="metropolis",
@@ -42,7 +43,8 @@ DEFAULTS = dict(
 )
 
 
-def _config(config: dict) -> dict:
+def full_config(config: dict) -> dict:
+    """The full configuration: :data:`DEFAULTS` updated by ``config`` (unknown keys rejected)."""
     unknown = set(config) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown configuration keys {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
@@ -78,10 +80,10 @@ def _select(picks, stacked):
     return jnp.stack([stacked[l][0][:, i, j] for l, i, j in picks], axis=1)
 
 
-def _problem(cfg):
+def problem(cfg):
     """The configuration's data, split, network and initial outputs (kernel not computed:
     callers time it), with the label/target arrays under the names results files use."""
-    p = experiments.problem(cfg["dataset"], cfg["n_train"], cfg["n_test"], cfg["n_agents"], cfg["width"],
+    p = problems.problem(cfg["dataset"], cfg["n_train"], cfg["n_test"], cfg["n_agents"], cfg["width"],
                             depth=cfg["depth"], partition=cfg["partition"], alpha=cfg["alpha"], seed=cfg["seed"],
                             activation=cfg["activation"], with_kernel=False, center=cfg["center"])
     d = dict(y_train=p.y, y_test=p.y_test, labels_train=p.labels, labels_test=p.labels_test)
@@ -90,9 +92,9 @@ def _problem(cfg):
 
 def run(config: dict) -> dict:
     """Run one configuration (keys of :data:`DEFAULTS`); returns a dict of arrays (see module docstring)."""
-    cfg = _config(config)
+    cfg = full_config(config)
     timings = {}
-    p, d, x, y, xt = _problem(cfg)
+    p, d, x, y, xt = problem(cfg)
     owner, apply_fn, kernel_fn, params0, f0, f0t = p.owner, p.apply_fn, p.kernel_fn, p.params0, p.f0, p.f0_test
     W = graphs.mixing_matrix(graphs.topology(cfg["topology"], cfg["n_agents"], seed=cfg["seed"]), cfg["rule"])
 
@@ -100,7 +102,6 @@ def run(config: dict) -> dict:
     K = np.asarray(kernels.empirical_ntk(apply_fn, params0, x))
     Kt = np.asarray(kernels.empirical_ntk(apply_fn, params0, xt, x))
     timings["kernel"] = time.perf_counter() - t0
-    C = K.shape[1]
     lr = cfg["lr_factor"] * stability.dgd_step_size_bound(W, K, owner)
     alg, steps = cfg["algorithm"], cfg["steps"]
     out = dict(steps=np.asarray(steps), owner=owner, W=W, lr=np.asarray(lr), y_train=d["y_train"],
@@ -112,8 +113,7 @@ def run(config: dict) -> dict:
     timings["predict_resolved"] = time.perf_counter() - t0
     out.update(pred_train=res.train, pred_test=res.test)
     coef = res.coef
-    Ktr = np.einsum("icjc->ij", K) / C
-    Kttr = np.einsum("icjc->ij", Kt) / C
+    Ktr, Kttr = traced_kernel(K), traced_kernel(Kt)
     t0 = time.perf_counter()
     res = dynamics.linearized_outputs(alg, W, Ktr, owner, f0, y, lr, steps, K_test=Kttr, f0_test=f0t)
     timings["predict_traced"] = time.perf_counter() - t0
@@ -128,7 +128,7 @@ def run(config: dict) -> dict:
 
     picks = _tracked(params0, x, cfg["n_tracked"], cfg["seed"])
     out["tracked_index"] = np.asarray(picks)
-    one = lambda a: _select(picks, jax.tree.map(lambda p: p[None], dynamics.parameters(apply_fn, params0, x, a)))[0]
+    one = lambda a: _select(picks, jax.tree.map(lambda p: p[None], training.parameters(apply_fn, params0, x, a)))[0]
     out["pred_weights"] = np.stack([np.stack([one(c) for c in cs]) for cs in coef])       # (S, Q, picks)
     t0 = time.perf_counter()
     p_tr, x_tr, y_tr, xt_tr = _cast(cfg["train_dtype"], params0, x, y, xt)
@@ -149,84 +149,5 @@ def run(config: dict) -> dict:
 
 def cached_run(config: dict, *, folder=None) -> dict:
     """:func:`run` through the results cache (keyed by the full configuration and the code)."""
-    cfg = _config(config)
+    cfg = full_config(config)
     return results.cached("run", cfg, lambda: run(cfg), folder=folder)
-
-
-# --- metrics on recorded outputs (arrays (S, Q, n, C)) ---------------------------------------
-
-def mse(outputs, y):
-    r"""Per step and agent :math:`\frac{1}{2n}\sum_i \|f_q(x_i) - y_i\|^2`, shape (S, Q)."""
-    return 0.5 * np.mean(np.sum((outputs - y) ** 2, axis=-1), axis=-1)
-
-
-def error_rate(outputs, labels):
-    """Per step and agent classification error (fraction of argmax mistakes), shape (S, Q)."""
-    return np.mean(np.argmax(outputs, axis=-1) != labels, axis=-1)
-
-
-def disagreement(outputs):
-    r"""Consensus disagreement :math:`\sqrt{\frac1Q\sum_q \|f_q - \bar f\|^2 / n}` per step, shape (S,)."""
-    dev = outputs - outputs.mean(axis=1, keepdims=True)
-    return np.sqrt(np.mean(np.sum(dev ** 2, axis=-1), axis=(1, 2)))
-
-
-def movement_error(pred, actual, f0):
-    r"""Prediction error relative to how far the networks moved, per recorded step:
-    :math:`\|\mathrm{pred} - \mathrm{actual}\| / \|\mathrm{actual} - f_0\|` over all agents and
-    points (NaN while the networks have not moved, e.g. at k = 0). Not
-    :func:`p2pntk.experiments.relative_error`, which divides by :math:`\|b\|` itself."""
-    num = np.linalg.norm((pred - actual).reshape(len(pred), -1), axis=1)
-    den = np.linalg.norm((actual - f0).reshape(len(actual), -1), axis=1)
-    # undefined before the networks move (k = 0); 1e-5 is above float32 rounding of theta_0
-    moved = den > 1e-5 * np.linalg.norm(np.asarray(f0))
-    return np.where(moved, num / np.where(moved, den, 1.0), np.nan)
-
-
-def sweep(config: dict, lr_factors, topologies, sample) -> dict:
-    r"""Hyper-parameter landscape: final test error over step size × topology.
-
-    Every grid point is predicted in closed form from **one** kernel (the empirical
-    NTK at :math:`\theta_0`, output-resolved), all together by
-    :func:`p2pntk.dynamics.linearized_sweep` (one pass over the kernel per iteration); the points in ``sample`` (pairs of
-    indices into ``lr_factors`` × ``topologies``) are also actually trained. The
-    wall-clock times of both are measured in the same run. ``config`` fixes the
-    rest (keys of :data:`DEFAULTS`); the last of ``config["steps"]`` is the
-    training length.
-    """
-    cfg = _config(config)
-    p, d, x, y, xt = _problem(cfg)
-    owner, apply_fn, params0, f0, f0t = p.owner, p.apply_fn, p.params0, p.f0, p.f0_test
-    k_end = [cfg["steps"][-1]]
-    shape = (len(lr_factors), len(topologies))
-    act_err, act_loss = np.full(shape, np.nan), np.full(shape, np.nan)
-    t0 = time.perf_counter()
-    K = np.asarray(kernels.empirical_ntk(apply_fn, params0, x))
-    Kt = np.asarray(kernels.empirical_ntk(apply_fn, params0, xt, x))
-    t_kernel = time.perf_counter() - t0
-    Ws = [graphs.mixing_matrix(graphs.topology(t, cfg["n_agents"], seed=cfg["seed"]), cfg["rule"]) for t in topologies]
-    bounds = np.array([stability.dgd_step_size_bound(W, K, owner) for W in Ws])
-    lr = np.array(lr_factors)[:, None] * bounds[None, :]
-    r = dynamics.linearized_sweep(cfg["algorithm"], Ws, K, owner, f0, y, lr, k_end, K_test=Kt, f0_test=f0t)
-    pred_err = error_rate(r.test[:, :, -1], d["labels_test"]).mean(axis=-1)         # (lrs, topologies)
-    pred_loss = mse(r.test[:, :, -1], d["y_test"]).mean(axis=-1)
-    t_pred = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for i, j in sample:
-        r = training.simulate(cfg["algorithm"], apply_fn, params0, Ws[j], x, y, owner, lr[i, j], k_end, x_test=xt)
-        act_err[i, j] = error_rate(r.test, d["labels_test"])[-1].mean()
-        act_loss[i, j] = mse(r.test, d["y_test"])[-1].mean()
-    t_train = time.perf_counter() - t0
-    return dict(lr_factors=np.asarray(lr_factors), topologies=np.asarray(topologies), lr=lr,
-                pred_error=pred_err, actual_error=act_err, pred_loss=pred_loss, actual_loss=act_loss,
-                sample=np.asarray(sample), seconds_predict_all=np.asarray(t_pred), seconds_kernel=np.asarray(t_kernel),
-                seconds_train_sample=np.asarray(t_train), n_sample=np.asarray(len(sample)))
-
-
-def cached_sweep(config: dict, lr_factors, topologies, sample, *, folder=None) -> dict:
-    """:func:`sweep` through the results cache. Timings are part of the cached result
-    (they describe the run that produced it)."""
-    cfg = _config(config)
-    params = dict(config=cfg, lr_factors=list(lr_factors), topologies=list(topologies),
-                  sample=[list(map(int, s)) for s in sample])
-    return results.cached("sweep", params, lambda: sweep(cfg, lr_factors, topologies, sample), folder=folder)

@@ -1,12 +1,23 @@
 r"""Stability of linearised peer-to-peer gradient descent, and the DGD fixed point.
 
 Write the kernel Gram matrix of the training points as :math:`K = F F^\top`
-(:math:`F = U_r \Lambda_r^{1/2}`, :math:`r = \mathrm{rank}\,K`) and
-:math:`z_q = F^\top a_q \in \mathbb R^r` — the coordinates of agent q's
-displacement :math:`\theta_q - \theta_0 = J^\top a_q` in the row space of
-:math:`J` (:math:`\|J^\top a\| = \|F^\top a\|`). With
-:math:`G_q = F^\top D_q F` (:math:`\lambda_{\max}(G_q) = \lambda_{\max}(K_{qq})/N_q`,
-:math:`K_{qq}` the local Gram matrix) the iteration matrices are
+(:math:`F = U_r \Lambda_r^{1/2}`, :math:`r = \mathrm{rank}\,K`,
+:func:`p2pntk.geometry.row_space_factor`) and :math:`z_q = F^\top a_q \in \mathbb R^r` —
+the coordinates of agent q's displacement :math:`\theta_q - \theta_0 = J^\top a_q` in
+the row space of :math:`J` (:math:`\|J^\top a\| = \|F^\top a\|`). In these coordinates
+the operations of :mod:`p2pntk.algorithms` are
+
+- *mix*: :math:`z \mapsto (W\otimes I_r)\, z`;
+- *local gradient*: :math:`z_q \mapsto G_q z_q + F^\top D_q (f_0 - y)`, with
+  :math:`G_q = F^\top D_q F` (:math:`\lambda_{\max}(G_q) = \lambda_{\max}(K_{qq})/N_q`,
+  :math:`K_{qq}` the local Gram matrix);
+- *average*: :math:`z \mapsto \mathbf 1\otimes \tfrac1Q\sum_q z_q`,
+
+so one step of any algorithm is an affine map :math:`Z^+ = M Z + c` of its stacked
+state variables (:func:`affine_map`; :math:`M` is obtained by applying the algorithm's
+own step to a basis, so it is the iteration matrix of the same definition that trains).
+Its size is the rank of :math:`K` per agent and variable; for centralised GD it is
+restricted to the consensus subspace (size r). For example
 
 - DGD: :math:`M = W\otimes I - \eta\,\mathrm{blkdiag}(G_q)` (symmetric);
 - ATC: :math:`M = (W\otimes I)(I - \eta G)`; CTA: :math:`M = (I-\eta G)(W\otimes I)`
@@ -17,58 +28,136 @@ The linearised iterates converge iff the spectral radius :math:`\rho(M) < 1`.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
 import scipy.linalg
 
+from . import algorithms
+from .coefficients import CoefficientSystem
+from .geometry import row_space_factor
 
-def _system(algorithm, W, K, owner):
-    from .dynamics import _System
 
+def _system(W, K, owner, f0=None, y=None):
     K = np.asarray(K, dtype=np.float64)
     N = K.shape[0]
     C = K.shape[1] if K.ndim == 4 else 1
-    return _System(algorithm, W, K, owner, np.zeros((N, C)), np.zeros((N, C)))
+    zeros = np.zeros((N, C))
+    return CoefficientSystem([W], K, owner, zeros if f0 is None else f0, zeros if y is None else y)
 
 
-def row_space_factor(Kmat):
-    r"""Factor :math:`F = U_r \Lambda_r^{1/2}` with :math:`K = F F^\top`, and :math:`U_r \Lambda_r^{-1/2}`.
-
-    ``Kmat`` is an (n, n) symmetric PSD matrix (a resolved kernel reshaped to (NC, NC)).
-    Eigenvalues at or below :math:`\lambda_{\max}\, n\, \epsilon` count as zero, so that
-    round-off in the null space of a rank-deficient kernel is ignored; null directions
-    of :math:`K` change no output and no parameter.
-
-    Returns:
-        ``(F, F_pinv_T)``, both (n, r) with :math:`r = \mathrm{rank}\,K`.
-
-    Example:
-        >>> F, G = row_space_factor(np.diag([4.0, 0.0]))
-        >>> F.ravel().tolist(), G.ravel().tolist()
-        ([2.0, 0.0], [0.5, 0.0])
-    """
-    s, U = np.linalg.eigh(Kmat)
-    keep = s > max(s.max(), 0) * Kmat.shape[0] * np.finfo(float).eps
-    return U[:, keep] * np.sqrt(s[keep]), U[:, keep] / np.sqrt(s[keep])
-
-
-def _local_blocks(sys):
-    """G_q = F^T D_q F for every agent, (Q, r, r); and F, F^{+T}."""
-    F, Finv = row_space_factor(sys.Kmat)
-    G = np.stack([F.T @ (sys.d[q] * F) for q in range(sys.Q)])
+def local_blocks(system):
+    r"""The local blocks :math:`G_q = F^\top D_q F` of every agent, (Q, r, r), and ``(F, F_pinv_T)``."""
+    F, Finv = row_space_factor(system.Kmat)
+    G = np.stack([F.T @ (system.d[q][:, None] * F) for q in range(system.Q)])
     return G, F, Finv
 
 
-def _local_lmax(sys):
-    """max_q lambda_max(K_qq) / N_q; independent of W, computed once per kernel (``sys.shared``)."""
-    if "local_lmax" not in sys.shared:
-        out = 0.0
-        for q in range(sys.Q):
-            idx = np.flatnonzero(sys.d[q, :, 0])
-            out = max(out, np.linalg.eigvalsh(sys.Kmat[np.ix_(idx, idx)])[-1] * sys.d[q, idx[0], 0])
-        sys.shared["local_lmax"] = out
-    return sys.shared["local_lmax"]
+class _RowSpaceOps:
+    """The operations of :mod:`p2pntk.algorithms` on row-space states (Q, r, B)."""
+
+    def __init__(self, W, G, g0, lr):
+        self.W, self.G, self.g0, self.lr = W, G, g0, lr
+
+    def mix(self, Z, k):
+        return np.tensordot(self.W, Z, axes=1)
+
+    def grad(self, Z, k):
+        return self.G @ Z + self.g0
+
+    @staticmethod
+    def average(Z):
+        return Z.mean(axis=0, keepdims=True)
+
+
+def affine_map(algorithm, W, system, lr, *, offset: bool = True):
+    r"""One step of ``algorithm`` as the affine map :math:`Z^+ = M Z + c` in row-space coordinates.
+
+    :math:`M` is the algorithm's own step applied, with no data offset, to the columns of
+    the identity (the stacked state variables, in the order ``init`` lists them, each
+    (Q, r)); :math:`c` is the step applied to the zero state with the offsets
+    :math:`F^\top D_q (f_0 - y)` (only when ``offset``; every state variable but the
+    iterate starts from the initialisation, so :math:`c` is given for the iterate).
+
+    Args:
+        algorithm: a name of :data:`p2pntk.algorithms.ALGORITHMS` or an :class:`~p2pntk.algorithms.Algorithm`.
+        W: (Q, Q) mixing matrix.
+        system: the :class:`~p2pntk.coefficients.CoefficientSystem` (kernel, agents, data).
+        lr: step size.
+
+    Returns:
+        ``(M, c, F, F_pinv_T, names)``: M (S, S) with S = (number of state variables)·Q·r,
+        or (r, r) for a consensus algorithm; c (Q·r, m) or (r, m) (``None`` unless
+        ``offset``); the row-space factor; the names of the state variables.
+    """
+    alg = algorithms.get(algorithm)
+    G, F, Finv = local_blocks(system)
+    Q, r = G.shape[:2]
+    zero = _RowSpaceOps(W, G, 0.0, lr)
+    names = list(alg.init(zero, np.zeros((Q, r, 1))))
+    if alg.consensus:
+        basis = {nm: np.broadcast_to(np.eye(r), (Q, r, r)).copy() for nm in names}
+        out = alg.step(zero, basis, 0)
+        M = np.concatenate([np.broadcast_to(out[nm], (Q, r, r))[0] for nm in names])
+    else:
+        S = len(names) * Q * r
+        eye = np.eye(S)
+        basis = {nm: eye[i * Q * r:(i + 1) * Q * r].reshape(Q, r, S) for i, nm in enumerate(names)}
+        out = alg.step(zero, basis, 0)
+        M = np.concatenate([np.broadcast_to(out[nm], (Q, r, S)).reshape(Q * r, S) for nm in names])
+    c = None
+    if offset:
+        m = system.resid0.shape[1]
+        g0 = np.stack([F.T @ (system.d[q][:, None] * system.resid0) for q in range(Q)])     # (Q, r, m)
+        ops = _RowSpaceOps(W, G, g0, lr)
+        state = alg.init(_RowSpaceOps(W, G, 0.0, lr), np.zeros((Q, r, m)))
+        x = np.broadcast_to(alg.step(ops, state, 0)["x"], (Q, r, m))
+        c = x[0] if alg.consensus else x.reshape(Q * r, m)
+    return M, c, F, Finv, names
+
+
+def is_symmetric(M, rtol: float = 1e-12) -> bool:
+    """Whether ``M`` equals its transpose up to ``rtol`` times its largest entry (round-off of a symmetric product)."""
+    return bool(np.allclose(M, M.T, rtol=0, atol=rtol * max(np.abs(M).max(), 1e-300)))
+
+
+def local_lmax(system) -> float:
+    r""":math:`\max_q \lambda_{\max}(K_{qq})/N_q`, the largest local curvature (independent of W)."""
+    out = 0.0
+    for q in range(system.Q):
+        idx = np.flatnonzero(system.d[q])
+        out = max(out, np.linalg.eigvalsh(system.Kmat[np.ix_(idx, idx)])[-1] * system.d[q, idx[0]])
+    return out
+
+
+def central_lmax(system) -> float:
+    r""":math:`\lambda_{\max}(\bar D^{1/2} K \bar D^{1/2})`, the curvature of the centralised loss."""
+    dbar = np.sqrt(system.d.mean(axis=0))
+    return float(np.linalg.eigvalsh(dbar[:, None] * system.Kmat * dbar)[-1])
+
+
+class Curvatures:
+    """The W-independent constants of the sufficient bounds, computed when first read:
+    ``local`` (:func:`local_lmax`) and ``central`` (:func:`central_lmax`)."""
+
+    def __init__(self, system):
+        self.system = system
+
+    @functools.cached_property
+    def local(self) -> float:
+        return local_lmax(self.system)
+
+    @functools.cached_property
+    def central(self) -> float:
+        return central_lmax(self.system)
+
+
+def _bound(algorithm, W, system, curvatures=None) -> float | None:
+    alg = algorithms.get(algorithm)
+    if alg.bound is None:
+        return None
+    return alg.bound(W, curvatures if curvatures is not None else Curvatures(system))
 
 
 def dgd_step_size_bound(W, K, owner) -> float:
@@ -83,58 +172,39 @@ def dgd_step_size_bound(W, K, owner) -> float:
         >>> dgd_step_size_bound(np.eye(2) * 0.5 + 0.25, np.eye(4), [0, 0, 1, 1])
         3.0
     """
-    sys = _system("dgd", W, K, owner)
-    return float((1 + np.linalg.eigvalsh(sys.W)[0]) / _local_lmax(sys))
-
-
-def _bound(sys) -> float:
-    if sys.algorithm == "dgd":
-        return float((1 + np.linalg.eigvalsh(sys.W)[0]) / _local_lmax(sys))
-    if sys.algorithm == "centralized":
-        dbar = np.sqrt(sys.d[:, :, 0].mean(axis=0))
-        return float(2.0 / np.linalg.eigvalsh(dbar[:, None] * sys.Kmat * dbar)[-1])
-    return float(2.0 / _local_lmax(sys))
+    return step_size_bound("dgd", W, K, owner)
 
 
 def step_size_bound(algorithm, W, K, owner) -> float:
-    r"""Sufficient stable step size of each algorithm on the linearised model.
+    r"""Sufficient stable step size of each algorithm on the linearised model (its ``bound``).
 
     DGD: :func:`dgd_step_size_bound`. ATC and CTA:
     :math:`2 / \max_q \lambda_{\max}(K_{qq})/N_q` (independent of :math:`W`, since
     :math:`\|W\|_2 = 1`). Centralised: :math:`2/\lambda_{\max}(\bar G)`.
     """
-    return _bound(_system(algorithm, W, K, owner))
-
-
-def _matrix(sys, lr) -> np.ndarray:
-    G, _, _ = _local_blocks(sys)
-    Q, r = G.shape[0], G.shape[1]
-    if sys.algorithm == "centralized":
-        return np.eye(r) - lr * G.mean(axis=0)
-    Gb = scipy.linalg.block_diag(*G)
-    Wt = np.kron(sys.W, np.eye(r))
-    if sys.algorithm == "dgd":
-        return Wt - lr * Gb
-    if sys.algorithm == "atc":
-        return Wt @ (np.eye(Q * r) - lr * Gb)
-    return (np.eye(Q * r) - lr * Gb) @ Wt
+    alg = algorithms.get(algorithm)
+    if alg.bound is None:
+        raise ValueError(f"algorithm {alg.name!r} has no sufficient step-size bound; compute the exact "
+                         "threshold from spectral_radius instead")
+    system = _system(W, K, owner)
+    return _bound(alg, system.W, system)
 
 
 def iteration_matrix(algorithm, W, K, owner, lr) -> np.ndarray:
     r"""Iteration matrix :math:`M` of the linearised algorithm in the coordinates :math:`z = F^\top a` (module docstring)."""
-    return _matrix(_system(algorithm, W, K, owner), lr)
+    system = _system(W, K, owner)
+    return affine_map(algorithm, system.W, system, lr, offset=False)[0]
 
 
-def _radius(sys, lr) -> float:
-    M = _matrix(sys, lr)
-    if sys.algorithm in ("dgd", "centralized"):
-        return float(np.abs(np.linalg.eigvalsh(M)).max())
-    return float(np.abs(np.linalg.eigvals(M)).max())
+def radius(M) -> float:
+    """Spectral radius of an iteration matrix (symmetric eigen-solver when ``M`` is symmetric)."""
+    ev = np.linalg.eigvalsh(M) if is_symmetric(M) else np.linalg.eigvals(M)
+    return float(np.abs(ev).max())
 
 
 def spectral_radius(algorithm, W, K, owner, lr) -> float:
     r"""Spectral radius :math:`\rho(M)`: the linearised iterates converge iff it is below 1."""
-    return _radius(_system(algorithm, W, K, owner), lr)
+    return radius(iteration_matrix(algorithm, W, K, owner, lr))
 
 
 def dgd_critical_step_size(W, K, owner) -> float:
@@ -143,10 +213,11 @@ def dgd_critical_step_size(W, K, owner) -> float:
     :math:`\eta^* = 1/\mu_{\max}`, :math:`\mu_{\max}` the largest generalised
     eigenvalue of :math:`G v = \mu\,((I + W)\otimes I)\, v`.
     """
-    sys = _system("dgd", W, K, owner)
-    G, _, _ = _local_blocks(sys)
+    system = _system(W, K, owner)
+    G, _, _ = local_blocks(system)
     r = G.shape[1]
-    mu = scipy.linalg.eigh(scipy.linalg.block_diag(*G), np.kron(np.eye(sys.Q) + sys.W, np.eye(r)), eigvals_only=True)
+    mu = scipy.linalg.eigh(scipy.linalg.block_diag(*G), np.kron(np.eye(system.Q) + system.W, np.eye(r)),
+                           eigvals_only=True)
     return float(1.0 / mu[-1])
 
 
@@ -164,30 +235,30 @@ def dgd_fixed_point(W, K, owner, f0, y, lr):
     (e.g. agents holding the same inputs with conflicting targets, or
     :math:`NC > P`); it is then at most :math:`\eta\|g(\Theta^*)\|/(1-\lambda_2(W))`.
     """
-    from .dynamics import _System
-
-    sys = _System("dgd", W, K, owner, f0, y)
-    G, F, Finv = _local_blocks(sys)
+    system = _system(W, K, owner, f0, y)
+    G, F, Finv = local_blocks(system)
     Q, r = G.shape[0], G.shape[1]
-    m = sys.resid0.shape[1]
-    lhs = np.kron(np.eye(Q) - sys.W, np.eye(r)) + lr * scipy.linalg.block_diag(*G)
-    rhs = -lr * np.concatenate([F.T @ (sys.d[q] * sys.resid0) for q in range(Q)])
+    m = system.resid0.shape[1]
+    lhs = np.kron(np.eye(Q) - system.W, np.eye(r)) + lr * scipy.linalg.block_diag(*G)
+    rhs = -lr * np.concatenate([F.T @ (system.d[q][:, None] * system.resid0) for q in range(Q)])
     z = np.linalg.solve(lhs, rhs).reshape(Q, r, m)
     A = np.einsum("nr,qrm->qnm", Finv, z)
-    train, _, coef = sys.record(A)
+    train, _, coef = system.record(A)
     return coef, train
 
 
-def warn_if_unstable(system, lr, label: str = "") -> None:
+def warn_if_unstable(algorithm, W, system, lr, label: str = "", curvatures=None) -> None:
     """Warn, naming the bound, if ``lr`` exceeds the algorithm's sufficient stable step size,
     with the exact spectral radius and the predicted growth per iteration (small systems);
-    ``label`` starts the message (e.g. which configuration of a sweep)."""
-    bound = _bound(system)
-    if lr <= bound:
+    ``label`` starts the message (e.g. which configuration of a sweep); ``curvatures``
+    (a :class:`Curvatures` of ``system``) may be passed to share them between calls."""
+    alg = algorithms.get(algorithm)
+    bound = _bound(alg, W, system, curvatures)
+    if bound is None or lr <= bound:
         return
-    msg = f"{label}lr={lr:.4g} exceeds the stability bound {bound:.4g} of linearised {system.algorithm}"
+    msg = f"{label}lr={lr:.4g} exceeds the stability bound {bound:.4g} of linearised {alg.name}"
     if system.Q * system.Kmat.shape[0] <= 3000:
-        rho = _radius(system, lr)
+        rho = radius(affine_map(alg, W, system, lr, offset=False)[0])
         msg += f"; spectral radius {rho:.6g}: " + (
             f"predicted divergence, errors grow like {rho:.4g}^k" if rho > 1
             else "still convergent (the bound is sufficient, not necessary)")
