@@ -70,6 +70,7 @@ def test_sharded_equals_single_device(reports, n_devices):
     plans = {(c["topology"], c["mixing"]): c["plan"] for c in rep["cases"]}
     assert plans[("ring", "auto")] == ("all_gather" if n_devices == 1 else "ppermute")
     assert plans[("complete", "auto")] == "all_gather"
+    assert plans[("schedule", "auto")] == "all_gather" and ("schedule", "ppermute") in plans
     assert {c["algorithm"] for c in rep["cases"]} == set(algorithms.ALGORITHMS)
     for c in rep["cases"]:
         assert c["train"] <= ATOL and c["params"] <= ATOL, c
@@ -114,9 +115,10 @@ def worker(n_devices: int):
     p = problems.problem("digits", 16, 10, Q, 16, with_kernel=False)
     steps, lr = [0, 2, 15], 0.2
     cases = []
-    for topology in ("ring", "complete"):
-        W = graphs.mixing_matrix(graphs.topology(topology, Q))
-        for algorithm in algorithms.ALGORITHMS:
+    ring, complete = (graphs.mixing_matrix(graphs.topology(t, Q)) for t in ("ring", "complete"))
+    for topology in ("ring", "complete", "schedule"):   # schedule: W(k) alternates ring and complete
+        W = {"ring": ring, "complete": complete, "schedule": np.stack([ring, complete, ring])}[topology]
+        for algorithm in algorithms.ALGORITHMS if topology != "schedule" else ("dgd", "atc"):
             kw = dict(record_params=True)  # test outputs: checked by process_worker
             ref = training.simulate(algorithm, p.apply_fn, p.params0, W, p.x, p.y, p.owner, lr, steps, **kw)
             # auto: ring -> ppermute, complete -> all_gather (n_devices > 1); DGD also forced the other way

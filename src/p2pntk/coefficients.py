@@ -130,7 +130,7 @@ class CoefficientSystem:
         self._start = np.concatenate([[0], np.cumsum(counts * per)])
         self._Kp = self.Kmat[self._rows]                                    # (n, n), rows grouped by agent
         self._r0p = self.resid0[self._rows]
-        self._wp = (1.0 / counts)[self._agent][:, None]                     # 1/N_q of each grouped row
+        self._wp = self.d[self._agent, self._rows][:, None]                 # 1/N_q of each grouped row
         self._equal = bool(np.all(counts == counts[0]))
         self.test = None
         if K_test is not None:

@@ -38,7 +38,7 @@ import numpy as np
 
 from . import algorithms
 from .algorithms import SimulationResult
-from .checks import check_lr, check_owner, check_steps
+from .checks import agent_weights, check_lr, check_owner, check_steps
 from .graphs import mixing_schedule
 from .sharding import AXIS, MIXINGS, agent_mesh, mixing_coefficients, mixing_plan, put_global, sharded_mix, to_host
 
@@ -47,15 +47,16 @@ TRAIN_DTYPES = ("float64", "float32")
 
 
 def _local_data(x, y, owner, n_agents):
-    """Pad each agent's points to the largest N_q; weights 1/N_q on real points, 0 on padding."""
+    """Pad each agent's points to the largest N_q; weights 1/N_q on real points (the nonzero
+    entries of :func:`p2pntk.checks.agent_weights`), 0 on padding."""
     counts = np.bincount(owner, minlength=n_agents)
-    n_max = counts.max()
-    idx = np.zeros((n_agents, n_max), dtype=int)
-    wts = np.zeros((n_agents, n_max))
+    d = agent_weights(owner, n_agents)
+    idx = np.zeros((n_agents, counts.max()), dtype=int)
+    wts = np.zeros(idx.shape)
     for q in range(n_agents):
         pts = np.flatnonzero(owner == q)
         idx[q, :len(pts)] = pts
-        wts[q, :len(pts)] = 1.0 / len(pts)
+        wts[q, :len(pts)] = d[q, pts]
     return x[idx], y[idx], jnp.asarray(wts, dtype=y.dtype)
 
 
