@@ -313,7 +313,11 @@ def test_heavy_ball_defined_in_a_few_lines_trains_as_its_closed_form(prob):
     dgd = dynamics.linearized_outputs("dgd", W, K, p["owner"], f0, p["y"], lr, steps)
     assert rel(dgd.train[-1] - f0, pred.train[-1] - f0) > 1e-2
     M = stability.iteration_matrix(HEAVY_BALL, W, K, p["owner"], lr)
-    assert M.shape == (2 * 4 * np.linalg.matrix_rank(np.asarray(K).reshape(42, 42)),) * 2
+    sys = coefficients.CoefficientSystem([W], K, p["owner"], f0, p["y"])
+    G = scipy.linalg.block_diag(*stability.local_blocks(sys)[0])
+    I = np.eye(len(G))                     # state [x; v]: x+ = W x - eta (beta v + G x), v+ = beta v + G x
+    want = np.block([[np.kron(W, np.eye(len(G) // 4)) - lr * G, -lr * BETA * I], [G, BETA * I]])
+    np.testing.assert_allclose(M, want, rtol=0, atol=1e-12 * np.abs(want).max())
     assert stability.radius(M) < 1
 
 
