@@ -57,3 +57,21 @@ def test_prf_labels_unique_across_the_book():
         labels += re.findall(r"^[`:]{3,}\{prf:\w+\}[^\n]*\n(?::[a-z]+:[^\n]*\n)*?:label: (\S+)", text, flags=re.M)
     assert len(labels) > 10  # the regular expression finds them
     assert len(labels) == len(set(labels)), sorted({n for n in labels if labels.count(n) > 1})
+
+
+MAX_CODE_CELL_LINES = 25   # the architecture rule: chapters read as prose with short calls
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "book").glob("*.md")), ids=lambda p: p.stem)
+def test_code_cells_are_short(path):
+    """No code cell of a chapter has more than 25 lines, comments and blank lines not counted:
+    compute, assert and show go in separate cells."""
+    long = []
+    for cell in jupytext.read(path).cells:
+        if cell.cell_type != "code":
+            continue
+        code = [l for l in cell.source.splitlines() if l.strip() and not l.strip().startswith("#")]
+        if len(code) > MAX_CODE_CELL_LINES:
+            first = next(l for l in cell.source.splitlines() if l.strip())
+            long.append(f"{path.relative_to(ROOT)}: {len(code)} lines, cell starting {first.strip()!r}")
+    assert not long, f"code cells over {MAX_CODE_CELL_LINES} lines:\n" + "\n".join(long)
