@@ -16,8 +16,8 @@ module imports only from its own layer or below; ``tests/test_layout.py`` checks
 
 Example:
     >>> import p2pntk
-    >>> p2pntk.ALGORITHMS
-    ('dgd', 'atc', 'cta', 'centralized')
+    >>> p2pntk.ALGORITHMS[:4], len(p2pntk.ALGORITHMS)
+    (('dgd', 'atc', 'cta', 'centralized'), 10)
 """
 import importlib
 
@@ -35,7 +35,8 @@ MODULES = tuple(m for layer in LAYERS.values() for m in layer)
 
 #: Public names of the facade -> the module that defines them.
 PUBLIC = {
-    **dict.fromkeys(("Algorithm", "ALGORITHMS", "SimulationResult", "DynamicsResult"), "algorithms"),
+    **dict.fromkeys(("Algorithm", "ALGORITHMS", "PAPER_ALGORITHMS", "SimulationResult", "DynamicsResult"),
+                    "algorithms"),
     **dict.fromkeys(("topology", "mixing_matrix", "check_mixing_matrix", "mixing_schedule", "consensus_rate",
                      "spectral_gap", "consensus_errors", "TOPOLOGIES", "RULES"), "graphs"),
     **dict.fromkeys(("relative_error", "loglog_slope", "mse", "mean_loss", "error_rate", "output_disagreement",
@@ -43,8 +44,8 @@ PUBLIC = {
     **dict.fromkeys(("CoefficientSystem", "traced_kernel"), "coefficients"),
     **dict.fromkeys(("row_space_factor", "row_space_coordinates", "row_space_norms", "parameter_disagreement",
                      "local_gradients", "local_gradients_norm", "centralized_minimizer"), "geometry"),
-    **dict.fromkeys(("affine_map", "iteration_matrix", "spectral_radius", "step_size_bound", "dgd_step_size_bound",
-                     "dgd_critical_step_size", "dgd_fixed_point"), "stability"),
+    **dict.fromkeys(("affine_map", "iteration_matrix", "spectral_radius", "critical_step_size", "step_size_bound",
+                     "dgd_step_size_bound", "dgd_critical_step_size", "dgd_fixed_point"), "stability"),
     **dict.fromkeys(("linearized_outputs", "linearized_sweep", "linearized_flow_outputs", "lazy_limit_errors"),
                     "dynamics"),
     **dict.fromkeys(("mlp", "empirical_ntk", "analytic_ntk", "analytic_ntk_train_test", "linearize", "centred"),

@@ -39,11 +39,12 @@ def _tiny(**change):
     return {**p, **change}
 
 
-def _predict(algorithm="dgd", lr=0.5, **change):
+def _predict(algorithm="dgd", lr=0.5, steps=(0, 1), momentum=0.0, batches=None, **change):
     from .dynamics import linearized_outputs
 
     p = _tiny(**change)
-    return linearized_outputs(algorithm, p["W"], p["K"], p["owner"], p["f0"], p["y"], lr, [0, 1])
+    return linearized_outputs(algorithm, p["W"], p["K"], p["owner"], p["f0"], p["y"], lr, list(steps), momentum=momentum,
+                              batches=batches)
 
 
 def _train(lr=0.5, steps=(0, 1), x=None):
@@ -178,7 +179,8 @@ CASES = [
          lambda: _predict(owner=np.zeros(4, dtype=int)), ValueError,
          r"every agent needs at least one training point; agents \[1\] have none"),
     Case("unknown algorithm", "linearized_outputs('gossip', ...)", lambda: _predict("gossip"), ValueError,
-         r"unknown algorithm='gossip'; allowed: dgd, atc, cta, centralized"),
+         r"unknown algorithm='gossip'; allowed: dgd, atc, cta, centralized, extra, exact_diffusion, nids, "
+         r"gradient_tracking, next, aug_dgm"),
     Case("empty mixing schedule", "linearized_outputs('dgd', W=np.zeros((0, 2, 2)), ...)",
          lambda: _predict(W=np.zeros((0, 2, 2))), ValueError, r"W: a \(T, Q, Q\) mixing schedule needs T >= 1 matrices"),
     Case("flow of a two-state method", "linearized_flow_outputs(Algorithm with state x, v, ...)",
@@ -188,6 +190,30 @@ CASES = [
          lambda: _flow(W=np.full((3, 2, 2), 0.5)), ValueError, r"W: the flow needs one fixed \(Q, Q\) mixing matrix"),
     Case("test kernel without its initial outputs", "linearized_outputs(..., K_test=K_t) without f0_test",
          _test_kernel_alone, ValueError, r"f0_test is required with K_test"),
+    Case("momentum outside [0, 1)", "linearized_outputs('dgd', ..., momentum=1.0)",
+         lambda: _predict(momentum=1.0), ValueError, r"momentum must be in \[0, 1\), got 1.0"),
+    Case("momentum for a method without it", "linearized_outputs('extra', ..., momentum=0.5)",
+         lambda: _predict("extra", momentum=0.5), ValueError,
+         r"momentum=0.5 is defined for dgd, atc, cta, centralized, not for algorithm='extra'"),
+    Case("link-failure probability outside [0, 1)", "link_failures(W, p=1.0)",
+         lambda: graphs.link_failures(_tiny()["W"], 1.0), ValueError, r"p must be a failure probability in \[0, 1\), got 1.0"),
+    Case("local steps not a positive integer", "local_steps(W, tau=0)", lambda: graphs.local_steps(_tiny()["W"], 0),
+         ValueError, r"tau must be a positive integer \(local steps per communication round\), got 0"),
+    Case("W(k) not doubly stochastic", "linearized_outputs(..., W=lambda k: [[0.5, 0.5], [0.2, 0.8]] if k == 1 else W)",
+         lambda: _predict(W=lambda k: np.array([[0.5, 0.5], [0.2, 0.8]]) if k == 1 else np.full((2, 2), 0.5),
+                          steps=[0, 3]), ValueError, r"W\(k\) at iteration k=1: W must be doubly stochastic"),
+    Case("W(k) of the wrong shape", "linearized_outputs(..., W=lambda k: a (2, 3) matrix from k = 2)",
+         lambda: _predict(W=lambda k: np.full((2, 2), 0.5) if k < 2 else np.ones((2, 3)) / 3, steps=[0, 3]),
+         ValueError, r"W\(k\) at iteration k=2: W must be a square \(Q, Q\) matrix, got shape \(2, 3\)"),
+    Case("a batch outside the agent's points", "linearized_outputs(..., batches=lambda k: [[0], [1]])",
+         lambda: _predict(batches=lambda k: [[0], [1]]), ValueError,
+         r"batches\(0\): the batch of agent 1 must be distinct indices of agent 1's own training points \[2, 3\]"),
+    Case("an empty batch", "linearized_outputs(..., batches=lambda k: [[0], []] if k == 1 else None)",
+         lambda: _predict(batches=lambda k: [[0], []] if k == 1 else None), ValueError,
+         r"batches\(1\): the batch of agent 1 is empty"),
+    Case("batch size outside 1..N_q", "training.minibatches(owner, batch_size=3) with N_q = 2",
+         lambda: __import__("p2pntk.training").training.minibatches(_tiny()["owner"], 3), ValueError,
+         r"batch_size must be an integer in 1..2 \(the smallest agent's number of points\), got 3"),
     Case("unknown topology", "topology('torus', 4)", lambda: graphs.topology("torus", 4), ValueError,
          r"unknown topology name='torus'; allowed: ring, path, star, complete, grid, erdos_renyi, geometric"),
     Case("unknown mixing rule", "mixing_matrix(ring, rule='uniform')",
@@ -208,7 +234,7 @@ CASES = [
          r"exit status 2: .*parameter 'topology' of 'p2p_methods': unknown value 'rnig'; allowed: ring, path"),
     Case("unknown value in a list parameter", "p2pntk run reproduction -p algorithms=['dgd','sgd']",
          lambda: _cli("run", "reproduction", "-p", "algorithms=['dgd','sgd']"), SystemExit,
-         r"parameter 'algorithms' of 'reproduction': unknown value 'sgd'; allowed: dgd, atc, cta, centralized"),
+         r"parameter 'algorithms' of 'reproduction': unknown value 'sgd'; allowed: dgd, atc, cta, centralized, extra"),
     Case("NaN in the targets (prediction)", "linearized_outputs(..., y with a NaN)",
          lambda: _predict(y=np.array([[1.0], [np.nan], [1.0], [1.0]])), ValueError, r"y contains NaN or inf"),
     Case("inf in the inputs (training)", "simulate(..., x with an inf)",

@@ -65,3 +65,45 @@ def agent_weights(owner, n_agents: int) -> np.ndarray:
     owner = np.asarray(owner)
     counts = np.bincount(owner, minlength=n_agents)
     return (owner[None, :] == np.arange(n_agents)[:, None]) / counts[:, None]
+
+
+def batch_weights(batches, owner, n_agents: int, n_iterations: int):
+    r"""Per-iteration weights of the minibatch losses, (n_iterations + 1, N), or ``None`` for full batches.
+
+    ``batches(k)`` returns Q index arrays, agent q's a non-empty subset of its own training
+    points (or ``None``: full batch); agent q's loss at iteration k is
+    :math:`\frac{1}{2|B_q(k)|}\sum_{i\in B_q(k)}\|f(x_i)-y_i\|^2`, i.e. the diagonal of
+    :math:`D_q(k)` is :math:`\mathbb 1[i\in B_q(k)]/|B_q(k)|`. Each point belongs to one agent,
+    so row k holds the diagonals of all :math:`D_q(k)` at once. Rows ``k = 0..n_iterations``
+    (a tracker evaluates the gradient of iteration k + 1 at the end of step k). Errors name
+    the agent and k.
+
+    Example:
+        >>> batch_weights(lambda k: [[k % 2], [2]], [0, 0, 1], 2, 1)
+        array([[1., 0., 1.],
+               [0., 1., 1.]])
+    """
+    if batches is None:
+        return None
+    if not callable(batches):
+        raise ValueError(f"batches must be None or a callable k -> list of {n_agents} index arrays, got {batches!r}")
+    owner = np.asarray(owner)
+    full = agent_weights(owner, n_agents)
+    out = np.zeros((n_iterations + 1, len(owner)))
+    for k in range(n_iterations + 1):
+        b = batches(k)
+        if b is None:
+            out[k] = full.sum(axis=0)
+            continue
+        if len(b) != n_agents:
+            raise ValueError(f"batches({k}) must give one index array per agent ({n_agents}), got {len(b)}")
+        for q, idx in enumerate(b):
+            idx = np.asarray(idx)
+            if idx.size == 0:
+                raise ValueError(f"batches({k}): the batch of agent {q} is empty")
+            if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1 or idx.min() < 0 or idx.max() >= len(owner) \
+                    or np.any(owner[idx] != q) or len(np.unique(idx)) != len(idx):
+                raise ValueError(f"batches({k}): the batch of agent {q} must be distinct indices of agent {q}'s own "
+                                 f"training points {np.flatnonzero(owner == q)[:8].tolist()}..., got {idx[:8].tolist()}")
+            out[k, idx] = 1.0 / len(idx)
+    return out

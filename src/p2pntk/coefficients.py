@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse
 
 from . import algorithms
-from .checks import agent_weights, check_owner, check_steps
+from .checks import agent_weights, batch_weights, check_owner, check_steps
 from .graphs import mixing_schedule
 
 
@@ -52,8 +52,9 @@ class _Mixer:
     (``nnz(W) <= Q²/10``: a ring of 64 agents mixes 4x faster; for small or dense W the
     dense BLAS product is faster)."""
 
-    def __init__(self, W):
-        self.W = mixing_schedule(W)
+    def __init__(self, W, n_iterations: int = 1):
+        self.W = mixing_schedule(W, n_iterations)
+        self.periodic = not callable(W)             # a callable is evaluated for n_iterations only
         Q = self.W.shape[1]
         self.ops = [scipy.sparse.csr_array(w) if np.count_nonzero(w) <= Q * Q / 10 else w for w in self.W]
 
@@ -68,7 +69,10 @@ class CoefficientSystem:
     The state of a variable is (Q, n, L·m) with n = N, m = C (shared kernel) or n = N·C,
     m = 1 (output-resolved kernel), holding L configurations side by side (configuration
     l in columns ``l*m:(l+1)*m``; L = 1 for a single run). The T mixing schedules ``Ws``
-    mix consecutive blocks of L/T configurations each (:func:`p2pntk.dynamics.linearized_sweep`).
+    (each a matrix, a (T_j, Q, Q) stack or a callable ``k -> W(k)``, evaluated for
+    ``n_iterations``) mix consecutive blocks of L/T configurations each
+    (:func:`p2pntk.dynamics.linearized_sweep`); ``batches`` (a callable ``k -> `` Q index
+    arrays, :func:`p2pntk.checks.batch_weights`) gives every configuration the same minibatches.
 
     One gradient needs only the rows of agent q's own points, :math:`D_q r_q =
     D_q(K_{q,:} a_q + f_{0,q} - y_q)`: the rows of :math:`K` are stored once,
@@ -90,8 +94,8 @@ class CoefficientSystem:
                [ 0., -1.]])
     """
 
-    def __init__(self, Ws, K, owner, f0, y, K_test=None, f0_test=None):
-        self.mixers = [_Mixer(W) for W in Ws]
+    def __init__(self, Ws, K, owner, f0, y, K_test=None, f0_test=None, *, batches=None, n_iterations: int = 1):
+        self.mixers = [_Mixer(W, n_iterations) for W in Ws]
         Q = self.mixers[0].W.shape[1]
         if any(m.W.shape[1] != Q for m in self.mixers):
             raise ValueError(f"all mixing matrices must be ({Q}, {Q}), got {[m.W.shape[1:] for m in self.mixers]}")
@@ -132,6 +136,8 @@ class CoefficientSystem:
         self._r0p = self.resid0[self._rows]
         self._wp = self.d[self._agent, self._rows][:, None]                 # 1/N_q of each grouped row
         self._equal = bool(np.all(counts == counts[0]))
+        bw = batch_weights(batches, self.owner, Q, n_iterations)         # (k_max + 1, N): diagonals of D_q(k)
+        self._wk = None if bw is None else bw[:, self._rows // per]       # in the grouped row order
         self.test = None
         if K_test is not None:
             K_test = np.asarray(K_test, dtype=np.float64)
@@ -178,10 +184,11 @@ class CoefficientSystem:
         return tuple(None if x is None else x[0] for x in self.record_all(A))
 
     # --- the operations of an algorithm -------------------------------------
-    def local_grad(self, A):
-        r"""Nonzero rows of :math:`D_q r_q` of all agents, (n, L·m) in the grouped row order
-        (row ``j`` belongs to agent ``_agent[j]``, state row ``_rows[j]``). Cost :math:`O(n^2 L m)`,
-        one pass over the kernel rows for all L configurations."""
+    def local_grad(self, A, k: int = 0):
+        r"""Nonzero rows of :math:`D_q(k) r_q` of all agents, (n, L·m) in the grouped row order
+        (row ``j`` belongs to agent ``_agent[j]``, state row ``_rows[j]``); :math:`D_q(k) = D_q`
+        without minibatches. Cost :math:`O(n^2 L m)`, one pass over the kernel rows for all L
+        configurations."""
         Q, n, cols = A.shape
         if self._equal:
             KA = (self._Kp.reshape(Q, -1, n) @ A).reshape(n, cols)
@@ -189,12 +196,13 @@ class CoefficientSystem:
             s = self._start
             KA = np.concatenate([self._Kp[s[q]:s[q + 1]] @ A[q] for q in range(Q)])
         m = self._r0p.shape[1]
-        return self._wp * (KA.reshape(n, -1, m) + self._r0p[:, None]).reshape(n, cols)
+        wp = self._wp if self._wk is None else self._wk[k][:, None]
+        return wp * (KA.reshape(n, -1, m) + self._r0p[:, None]).reshape(n, cols)
 
-    def grad(self, A):
-        r"""Local gradients :math:`D_q(f_0 + K a_q - y)` of all agents, (Q, n, L·m), zero outside agent q's rows."""
+    def grad(self, A, k: int = 0):
+        r"""Local gradients :math:`D_q(k)(f_0 + K a_q - y)` of all agents, (Q, n, L·m), zero outside agent q's rows."""
         G = np.zeros_like(A)
-        G[self._agent, self._rows] = self.local_grad(A)
+        G[self._agent, self._rows] = self.local_grad(A, k)
         return G
 
     def mix(self, A, k: int = 0):
@@ -217,12 +225,17 @@ class CoefficientSystem:
         (S, L, Q, ·, C)."""
         alg = algorithms.get(algorithm)
         steps = check_steps(steps)
+        n_max = min([len(m.W) for m in self.mixers if not m.periodic] + ([len(self._wk) - 1] if self._wk is not None else []),
+                    default=None)
+        if n_max is not None and steps[-1] > n_max:
+            raise ValueError(f"steps go to {steps[-1]} but the mixing/batch schedule was evaluated for {n_max} "
+                             "iterations (n_iterations)")
         ops = self.ops(np.asarray(lr, dtype=np.float64))
         state = alg.init(ops, np.zeros((self.Q, self.resid0.shape[0], len(lr))))
         k, recs = 0, []
         for s in steps:
             while k < int(s):
-                state = alg.step(ops, state, k)
+                state = (alg.first if k == 0 and alg.first is not None else alg.step)(ops, state, k)
                 k += 1
             recs.append(self.record_all(state["x"]))
         train, test, coef = (None if x[0] is None else np.stack(x) for x in zip(*recs))
@@ -239,7 +252,7 @@ class _Ops:
         return self.system.mix(A, k)
 
     def grad(self, A, k):
-        return self.system.grad(A)
+        return self.system.grad(A, k)
 
     @staticmethod
     def average(A):

@@ -36,12 +36,13 @@ import scipy.linalg
 
 from . import algorithms, stability
 from .algorithms import DynamicsResult
-from .checks import check_lr
+from .checks import check_lr, check_steps
 from .coefficients import CoefficientSystem
 from .metrics import relative_error
 
 
-def linearized_outputs(algorithm, W, K, owner, f0, y, lr, steps, *, K_test=None, f0_test=None) -> DynamicsResult:
+def linearized_outputs(algorithm, W, K, owner, f0, y, lr, steps, *, K_test=None, f0_test=None, momentum: float = 0.0,
+                       batches=None) -> DynamicsResult:
     r"""Exact outputs of linearised peer-to-peer training at iterations ``steps``.
 
     Iterates the coefficient recursion of the module docstring from
@@ -60,14 +61,20 @@ def linearized_outputs(algorithm, W, K, owner, f0, y, lr, steps, *, K_test=None,
     Args:
         algorithm: a name of :data:`p2pntk.algorithms.ALGORITHMS` (``"dgd"``, ``"atc"``,
             ``"cta"``, ``"centralized"``) or an :class:`~p2pntk.algorithms.Algorithm`.
-        W: (Q, Q) symmetric doubly stochastic mixing matrix, or a (T, Q, Q) schedule
-            (iteration k mixes with ``W[k % T]``, :func:`p2pntk.graphs.mixing_schedule`).
+        W: (Q, Q) symmetric doubly stochastic mixing matrix, a (T, Q, Q) schedule
+            (iteration k mixes with ``W[k % T]``) or a callable ``k -> W(k)``
+            (:func:`p2pntk.graphs.mixing_schedule`, :func:`~p2pntk.graphs.link_failures`,
+            :func:`~p2pntk.graphs.local_steps`).
         K: NTK Gram matrix of the training points, (N, N) or (N, C, N, C).
         owner: (N,) agent of each training point.
         f0, y: (N, C) initial outputs and targets.
         lr: step size :math:`\eta`.
         steps: sorted iteration counts.
         K_test, f0_test: optional (N_test, N) or (N_test, C, N, C) and (N_test, C).
+        momentum: :math:`\beta \in [0, 1)` for dgd, atc, cta, centralized (:func:`p2pntk.algorithms.get`).
+        batches: ``None`` (full batch) or a callable ``k -> `` Q index arrays, agent q's
+            minibatch at iteration k (:func:`p2pntk.training.minibatches`; the same callable
+            given to :func:`p2pntk.training.simulate` is predicted exactly).
 
     Returns:
         :class:`DynamicsResult`: ``train`` (S, Q, N, C), ``test`` (S, Q, N_test, C),
@@ -79,17 +86,20 @@ def linearized_outputs(algorithm, W, K, owner, f0, y, lr, steps, *, K_test=None,
         >>> r.train[1, 0, :, 0]
         array([0.5, 0. ])
     """
-    alg = algorithms.get(algorithm)
-    system = CoefficientSystem([W], K, owner, f0, y, K_test, f0_test)
+    alg = algorithms.get(algorithm, momentum)
+    steps = check_steps(steps)
+    n = int(steps[-1])
+    system = CoefficientSystem([W], K, owner, f0, y, K_test, f0_test, batches=batches, n_iterations=n)
     check_lr(lr)
-    if len(system.mixers[0].W) == 1:                     # a fixed W: the stability bounds apply
+    if len(system.mixers[0].W) == 1 and batches is None:   # a fixed W, full batches: the stability bounds apply
         stability.warn_if_unstable(alg, system.W, system, lr)
     steps, train, test, coef = system.run(alg, np.full(system.resid0.shape[1], float(lr)), steps)
     one = lambda x: None if x is None else x[:, 0]                     # the single configuration
     return DynamicsResult(np.asarray(steps), one(train), one(test), None, one(coef))
 
 
-def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None, f0_test=None) -> DynamicsResult:
+def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None, f0_test=None, momentum: float = 0.0,
+                     batches=None) -> DynamicsResult:
     r"""Exact outputs of linearised peer-to-peer training for every step size × mixing matrix, together.
 
     The L = I·T configurations (:math:`\eta_i`, :math:`W_j`), I = ``len(lrs)``,
@@ -123,7 +133,10 @@ def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None,
 
     Args:
         algorithm, K, owner, f0, y, steps, K_test, f0_test: as :func:`linearized_outputs`.
-        Ws: T (Q, Q) mixing matrices (same Q), or (T_j, Q, Q) schedules.
+        Ws: T (Q, Q) mixing matrices (same Q), (T_j, Q, Q) schedules or callables ``k -> W(k)``
+            (e.g. T realisations of :func:`p2pntk.graphs.link_failures`: many realisations
+            predicted in one batched recursion).
+        momentum, batches: as :func:`linearized_outputs` (shared by all configurations).
         lrs: (I,) step sizes shared by every W, or (I, T), one per configuration.
 
     Returns:
@@ -137,13 +150,15 @@ def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None,
         raise ValueError(f"lrs must have shape (I,) or (I, len(Ws)) = (I, {T}) with I >= 1, got {lrs.shape}")
     I = len(lrs)
     lrs = np.broadcast_to(lrs.reshape(I, -1), (I, T))
-    alg = algorithms.get(algorithm)
-    system = CoefficientSystem(Ws, K, owner, f0, y, K_test, f0_test)
+    alg = algorithms.get(algorithm, momentum)
+    steps = check_steps(steps)
+    n = int(steps[-1])
+    system = CoefficientSystem(Ws, K, owner, f0, y, K_test, f0_test, batches=batches, n_iterations=n)
     curv = stability.Curvatures(system)
     for j, mixer in enumerate(system.mixers):
         for i in range(I):
             check_lr(lrs[i, j])
-            if len(mixer.W) == 1:
+            if len(mixer.W) == 1 and batches is None:
                 stability.warn_if_unstable(alg, mixer.W[0], system, lrs[i, j], f"configuration (lr {i}, W {j}): ", curv)
     steps, train, test, coef = system.run(alg, np.repeat(lrs.T.ravel(), system.resid0.shape[1]), steps)
     grid = lambda x: None if x is None else x.reshape((len(x), T, I) + x.shape[2:]).swapaxes(0, 2)  # (S, L) -> (I, T, S)
@@ -197,9 +212,10 @@ def linearized_flow_outputs(algorithm, W, K, owner, f0, y, lr, times, *, K_test=
     if times.ndim != 1 or len(times) == 0 or times[0] < 0 or np.any(np.diff(times) < 0):
         raise ValueError("times must be a non-empty sorted 1-D sequence of non-negative numbers")
     check_lr(lr)
-    M, c, F, Finv, names = stability.affine_map(alg, system.W, system, lr)
-    if len(names) != 1:
-        raise ValueError(f"algorithm {alg.name!r} has {len(names)} state variables {names}: it has no gradient "
+    M, c, F, Finv, names, _ = stability.affine_map(alg, system.W, system, lr)
+    if len(names) != 1 or alg.first is not None:
+        raise ValueError(f"algorithm {alg.name!r} has {len(names)} state variables {names}"
+                         f"{' and a different first update' if alg.first is not None else ''}: it has no gradient "
                          "flow (only one-step methods do); use linearized_outputs")
     H = np.eye(len(M)) - M
     Q, (n, m) = system.Q, system.resid0.shape

@@ -217,23 +217,99 @@ def check_mixing_matrix(W, graph: nx.Graph | None = None, *, atol: float = 1e-10
     return W
 
 
-def mixing_schedule(W) -> np.ndarray:
+def mixing_schedule(W, n_iterations: int = 1) -> np.ndarray:
     r"""Mixing matrices of every iteration as a checked (T, Q, Q) stack: iteration :math:`k` mixes with ``W[k % T]``.
 
-    ``W`` is one (Q, Q) matrix (T = 1: a fixed graph) or a (T, Q, Q) sequence (mixing that
-    changes with the iteration, e.g. links that fail; a periodic schedule if the run is
-    longer than T). Each matrix is checked by :func:`check_mixing_matrix`.
+    ``W`` is one (Q, Q) matrix (T = 1: a fixed graph), a (T, Q, Q) sequence (a periodic
+    schedule if the run is longer than T), or a callable ``k -> (Q, Q)`` (e.g.
+    :func:`link_failures`, :func:`local_steps`), evaluated at ``k = 0 .. n_iterations - 1``
+    (T = ``n_iterations``, at least 1). Each matrix is checked by :func:`check_mixing_matrix`;
+    an error names the iteration k.
 
     Example:
-        >>> mixing_schedule(np.eye(2)).shape
-        (1, 2, 2)
+        >>> mixing_schedule(np.eye(2)).shape, mixing_schedule(local_steps(np.full((2, 2), 0.5), 2), 4)[:, 0, 1].tolist()
+        ((1, 2, 2), [0.0, 0.5, 0.0, 0.5])
     """
+    if callable(W):
+        Ws = []
+        for k in range(max(1, int(n_iterations))):
+            try:
+                Ws.append(check_mixing_matrix(W(k)))
+            except ValueError as err:
+                raise ValueError(f"W(k) at iteration k={k}: {err}") from None
+        return np.stack(Ws)
     W = np.asarray(W, dtype=np.float64)
     if W.ndim == 3:
         if len(W) == 0:
             raise ValueError("W: a (T, Q, Q) mixing schedule needs T >= 1 matrices, got none")
-        return np.stack([check_mixing_matrix(w) for w in W])
+        out = []
+        for k, w in enumerate(W):
+            try:
+                out.append(check_mixing_matrix(w))
+            except ValueError as err:
+                raise ValueError(f"W[{k}] of the (T, Q, Q) schedule (iteration k={k}): {err}") from None
+        return np.stack(out)
     return check_mixing_matrix(W)[None]
+
+
+def link_failures(W, p: float, *, seed: int = 0):
+    r"""Mixing with links that fail: a callable ``k -> W(k)`` for :func:`mixing_schedule`.
+
+    At every iteration each edge of the symmetric ``W`` fails independently with probability
+    ``p`` (a draw of ``numpy.random.default_rng([seed, k])``, so ``W(k)`` is the same whenever it
+    is asked for); a failed edge's weight moves to the diagonal of both its ends, surviving
+    edges keep their weight. So every :math:`W(k)` is symmetric and doubly stochastic and
+
+    .. math:: \mathbb E[W(k)] = I - (1 - p)(I - W)
+
+    exactly (returned by the attribute ``expected``). The graph of :math:`W(k)` may be
+    disconnected at some iterations.
+
+    Example:
+        >>> Wk = link_failures(mixing_matrix(topology("ring", 4)), 0.5, seed=1)
+        >>> bool(np.allclose(Wk(3).sum(axis=0), 1)), round(float(Wk.expected[0, 1]), 6)
+        (True, 0.166667)
+    """
+    W = check_mixing_matrix(W)
+    if not np.allclose(W, W.T, atol=1e-12):
+        raise ValueError("link_failures needs a symmetric W (a failed edge is removed in both directions)")
+    if not (isinstance(p, (int, float, np.floating)) and 0 <= p < 1):
+        raise ValueError(f"p must be a failure probability in [0, 1), got {p!r}")
+    iu, ju = np.nonzero(np.triu(W, 1))
+    Q = W.shape[0]
+
+    def W_k(k: int) -> np.ndarray:
+        fail = np.random.default_rng([seed, int(k)]).random(len(iu)) < p
+        Wk = W.copy()
+        i, j = iu[fail], ju[fail]
+        Wk[i, j] = Wk[j, i] = 0.0
+        np.add.at(Wk, (i, i), W[i, j])
+        np.add.at(Wk, (j, j), W[i, j])
+        return Wk
+
+    W_k.expected = np.eye(Q) - (1 - p) * (np.eye(Q) - W)
+    W_k.p, W_k.seed = p, seed
+    return W_k
+
+
+def local_steps(W, tau: int):
+    r"""τ local gradient steps per communication round: ``k -> W`` at iterations
+    :math:`k \equiv \tau - 1 \pmod \tau`, the identity otherwise (for :func:`mixing_schedule`).
+
+    Example:
+        >>> [float(local_steps(np.full((2, 2), 0.5), 3)(k)[0, 1]) for k in range(6)]
+        [0.0, 0.0, 0.5, 0.0, 0.0, 0.5]
+    """
+    W = check_mixing_matrix(W)
+    if isinstance(tau, bool) or not isinstance(tau, (int, np.integer)) or tau < 1:
+        raise ValueError(f"tau must be a positive integer (local steps per communication round), got {tau!r}")
+    eye = np.eye(W.shape[0])
+
+    def W_k(k: int) -> np.ndarray:
+        return W if int(k) % tau == tau - 1 else eye
+
+    W_k.tau = int(tau)
+    return W_k
 
 
 def consensus_rate(W) -> float:

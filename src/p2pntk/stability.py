@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg
@@ -71,14 +72,27 @@ class _RowSpaceOps:
         return Z.mean(axis=0, keepdims=True)
 
 
-def affine_map(algorithm, W, system, lr, *, offset: bool = True):
+class AffineMap(NamedTuple):
+    """One step of an algorithm in row-space coordinates, :math:`Z^+ = M Z + c` (:func:`affine_map`)."""
+    M: np.ndarray
+    c: np.ndarray | None
+    F: np.ndarray
+    F_pinv_T: np.ndarray
+    names: list
+    initial: np.ndarray | None = None
+
+
+def affine_map(algorithm, W, system, lr, *, offset: bool = True, initial: bool = False) -> AffineMap:
     r"""One step of ``algorithm`` as the affine map :math:`Z^+ = M Z + c` in row-space coordinates.
 
-    :math:`M` is the algorithm's own step applied, with no data offset, to the columns of
-    the identity (the stacked state variables, in the order ``init`` lists them, each
-    (Q, r)); :math:`c` is the step applied to the zero state with the offsets
-    :math:`F^\top D_q (f_0 - y)` (only when ``offset``; every state variable but the
-    iterate starts from the initialisation, so :math:`c` is given for the iterate).
+    :math:`M` is the algorithm's own step (the recursion, not a different first update)
+    applied, with no data offset, to the columns of the identity (the stacked state
+    variables, in the order ``init`` lists them, each (Q, r)); :math:`c` is the step applied
+    to the zero state with the offsets :math:`F^\top D_q (f_0 - y)` (only when ``offset``;
+    given for the iterate). With ``initial``, ``initial`` holds the affine part of the step
+    for every state variable as a linear function of the data offsets
+    :math:`g_0\in\mathbb R^{Q r}` (the columns of an (S, Q·r) matrix, :math:`C g_0`): what
+    :func:`restricted_radius` needs to tell conserved quantities from drifting ones.
 
     Args:
         algorithm: a name of :data:`p2pntk.algorithms.ALGORITHMS` or an :class:`~p2pntk.algorithms.Algorithm`.
@@ -87,34 +101,80 @@ def affine_map(algorithm, W, system, lr, *, offset: bool = True):
         lr: step size.
 
     Returns:
-        ``(M, c, F, F_pinv_T, names)``: M (S, S) with S = (number of state variables)·Q·r,
-        or (r, r) for a consensus algorithm; c (Q·r, m) or (r, m) (``None`` unless
-        ``offset``); the row-space factor; the names of the state variables.
+        :class:`AffineMap`: M (S, S) with S = (number of state variables)·Q·r, or (r, r) for a
+        consensus algorithm; c (Q·r, m) or (r, m); the row-space factor; the names of the
+        state variables; C (or ``None``).
     """
     alg = algorithms.get(algorithm)
     G, F, Finv = local_blocks(system)
     Q, r = G.shape[:2]
     zero = _RowSpaceOps(W, G, 0.0, lr)
-    names = list(alg.init(zero, np.zeros((Q, r, 1))))
-    if alg.consensus:
-        basis = {nm: np.broadcast_to(np.eye(r), (Q, r, r)).copy() for nm in names}
-        out = alg.step(zero, basis, 0)
-        M = np.concatenate([np.broadcast_to(out[nm], (Q, r, r))[0] for nm in names])
+    cached = dict(alg.cached)                      # gradient caches: functions of other variables
+    names = [nm for nm in alg.init(zero, np.zeros((Q, r, 1))) if nm not in cached]
+
+    def full(ops, state, k):
+        """The free variables with every gradient cache filled in: g = grad(its source)."""
+        return {**state, **{g: ops.grad(state[x], k) for g, x in cached.items()}}
+
+    if alg.consensus:                              # every agent holds the same state: one agent's coordinates
+        S = len(names) * r
+        eye = np.eye(S)
+        basis = {nm: np.broadcast_to(eye[i * r:(i + 1) * r], (Q, r, S)).copy() for i, nm in enumerate(names)}
+        out = alg.step(zero, full(zero, basis, 1), 1)
+        M = np.concatenate([np.broadcast_to(out[nm], (Q, r, S))[0] for nm in names])
     else:
         S = len(names) * Q * r
         eye = np.eye(S)
         basis = {nm: eye[i * Q * r:(i + 1) * Q * r].reshape(Q, r, S) for i, nm in enumerate(names)}
-        out = alg.step(zero, basis, 0)
+        out = alg.step(zero, full(zero, basis, 1), 1)
         M = np.concatenate([np.broadcast_to(out[nm], (Q, r, S)).reshape(Q * r, S) for nm in names])
-    c = None
+    c = B = None
     if offset:
         m = system.resid0.shape[1]
         g0 = np.stack([F.T @ (system.d[q][:, None] * system.resid0) for q in range(Q)])     # (Q, r, m)
         ops = _RowSpaceOps(W, G, g0, lr)
-        state = alg.init(_RowSpaceOps(W, G, 0.0, lr), np.zeros((Q, r, m)))
-        x = np.broadcast_to(alg.step(ops, state, 0)["x"], (Q, r, m))
+        state = {nm: np.zeros((Q, r, m)) for nm in names}
+        x = np.broadcast_to(alg.step(ops, full(ops, state, 1), 1)["x"], (Q, r, m))
         c = x[0] if alg.consensus else x.reshape(Q * r, m)
-    return M, c, F, Finv, names
+    if initial and not alg.consensus:
+        ops = _RowSpaceOps(W, G, np.eye(Q * r).reshape(Q, r, Q * r), lr)
+        state = {nm: np.zeros((Q, r, Q * r)) for nm in names}
+        out = alg.step(ops, full(ops, state, 1), 1)
+        B = np.concatenate([np.broadcast_to(out[nm], (Q, r, Q * r)).reshape(Q * r, Q * r) for nm in names])
+    return AffineMap(M, c, F, Finv, names, B)
+
+
+def restricted_radius(M, offsets=None, tol: float = 1e-9) -> float:
+    r"""Spectral radius of ``M`` without the unit eigenvalues of conserved quantities.
+
+    Exact-convergence methods (EXTRA, exact diffusion, NIDS, gradient tracking, ...) conserve
+    quantities :math:`\ell^\top Z` along :math:`Z^+ = M Z + C g_0`: :math:`\ell^\top M = \ell^\top`
+    and :math:`\ell^\top C = 0` (e.g. :math:`\sum_q y_q - \sum_q \nabla L_q(x_q)` for a gradient
+    tracker), so :math:`M` has the eigenvalue 1 at every step size. The value the
+    initialisation gives them (:math:`y^0 = \nabla f(x^0)` sets the tracker's to 0) selects
+    the fixed point :math:`Z^*` the iterates go to; the error :math:`Z - Z^*` stays in the
+    invariant subspace :math:`V = \{E : \ell^\top E = 0\}`, so the radius that decides
+    convergence is that of :math:`M|_V`. A unit left eigenvector with :math:`\ell^\top C \neq 0`
+    is kept (its quantity drifts linearly: no convergence). ``offsets`` is :math:`C` (an
+    array or a function returning it, called only when ``M`` has eigenvalues within ``tol``
+    of 1); without it this is :func:`radius`.
+    """
+    ev = np.linalg.eigvalsh(M) if is_symmetric(M) else np.linalg.eigvals(M)
+    scale = max(1.0, float(np.abs(M).max()))
+    if offsets is None or not np.any(np.abs(ev - 1) <= tol * scale):
+        return float(np.abs(ev).max())
+    C = offsets() if callable(offsets) else offsets
+    _, sv, Vt = np.linalg.svd((M - np.eye(len(M))).T)
+    L = Vt[sv <= tol * scale * len(M)].T                                  # left eigenvectors for eigenvalue 1
+    proj = L.T @ C
+    _, ps, pVt = np.linalg.svd(proj.T, full_matrices=True)               # combinations with l^T C = 0
+    rank = int(np.sum(ps > tol * max(1.0, float(np.abs(C).max())) * C.shape[1]))
+    Lc = L @ pVt[rank:].T
+    if Lc.shape[1] == 0:
+        return float(np.abs(ev).max())
+    U, _, _ = np.linalg.svd(Lc, full_matrices=True)
+    V = U[:, Lc.shape[1]:]                                                 # orthonormal basis of {E : Lc^T E = 0}
+    return float(np.abs(np.linalg.eigvals(V.T @ M @ V)).max())
 
 
 def is_symmetric(M, rtol: float = 1e-12) -> bool:
@@ -129,6 +189,18 @@ def local_lmax(system) -> float:
         idx = np.flatnonzero(system.d[q])
         out = max(out, np.linalg.eigvalsh(system.Kmat[np.ix_(idx, idx)])[-1] * system.d[q, idx[0]])
     return out
+
+
+def local_curvature(K, owner) -> float:
+    r""":math:`L = \max_q \lambda_{\max}(K_{qq})/N_q` of a kernel and a split (:func:`local_lmax`).
+
+    Example:
+        >>> local_curvature(np.eye(4), [0, 0, 1, 1])
+        0.5
+    """
+    owner = np.asarray(owner)
+    Q = int(owner.max()) + 1
+    return float(local_lmax(_system(np.full((Q, Q), 1.0 / Q), K, owner)))
 
 
 def central_lmax(system) -> float:
@@ -190,10 +262,10 @@ def step_size_bound(algorithm, W, K, owner) -> float:
     return _bound(alg, system.W, system)
 
 
-def iteration_matrix(algorithm, W, K, owner, lr) -> np.ndarray:
+def iteration_matrix(algorithm, W, K, owner, lr, momentum: float = 0.0) -> np.ndarray:
     r"""Iteration matrix :math:`M` of the linearised algorithm in the coordinates :math:`z = F^\top a` (module docstring)."""
     system = _system(W, K, owner)
-    return affine_map(algorithm, system.W, system, lr, offset=False)[0]
+    return affine_map(algorithms.get(algorithm, momentum), system.W, system, lr, offset=False).M
 
 
 def radius(M) -> float:
@@ -202,9 +274,44 @@ def radius(M) -> float:
     return float(np.abs(ev).max())
 
 
-def spectral_radius(algorithm, W, K, owner, lr) -> float:
-    r"""Spectral radius :math:`\rho(M)`: the linearised iterates converge iff it is below 1."""
-    return radius(iteration_matrix(algorithm, W, K, owner, lr))
+def _radius(alg, W, system, lr) -> float:
+    M = affine_map(alg, W, system, lr, offset=False).M
+    return restricted_radius(M, lambda: affine_map(alg, W, system, lr, offset=False, initial=True).initial)
+
+
+def spectral_radius(algorithm, W, K, owner, lr, momentum: float = 0.0) -> float:
+    r"""Spectral radius :math:`\rho(M)` on the subspace the initialisation selects
+    (:func:`restricted_radius`): the linearised iterates converge iff it is below 1."""
+    system = _system(W, K, owner)
+    return _radius(algorithms.get(algorithm, momentum), system.W, system, lr)
+
+
+def critical_step_size(algorithm, W, K, owner, momentum: float = 0.0, *, rtol: float = 1e-7) -> float:
+    r"""The critical step size: the smallest :math:`\eta` at which the spectral radius of
+    :func:`spectral_radius` reaches 1.
+
+    Scans :math:`\eta` on a geometric grid (ratio 1.2) from :math:`10^{-2}/L` upwards,
+    :math:`L = \max_q\lambda_{\max}(K_{qq})/N_q`, until the radius reaches 1, then bisects
+    to relative precision ``rtol``. The stable set need not be an interval (for a
+    non-symmetric iteration matrix): this is its first boundary point (an unstable window
+    narrower than the grid ratio would be missed). For DGD it equals
+    :func:`dgd_critical_step_size` (tested).
+    """
+    alg = algorithms.get(algorithm, momentum)
+    system = _system(W, K, owner)
+    rho = lambda lr: _radius(alg, system.W, system, lr)
+    start = lo = 1e-2 / local_lmax(system)
+    if rho(lo) >= 1:
+        raise ValueError(f"{alg.name}: unstable already at lr = {lo:.3g} (1e-2 / largest local curvature)")
+    hi = lo * 1.2
+    while rho(hi) < 1:
+        lo, hi = hi, hi * 1.2
+        if hi > 1e5 * start:
+            raise ValueError(f"{alg.name}: stable up to lr = {lo:.3g}; no critical step size found")
+    while hi - lo > rtol * hi:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if rho(mid) < 1 else (lo, mid)
+    return float(0.5 * (lo + hi))
 
 
 def dgd_critical_step_size(W, K, owner) -> float:
@@ -258,7 +365,7 @@ def warn_if_unstable(algorithm, W, system, lr, label: str = "", curvatures=None)
         return
     msg = f"{label}lr={lr:.4g} exceeds the stability bound {bound:.4g} of linearised {alg.name}"
     if system.Q * system.Kmat.shape[0] <= 3000:
-        rho = radius(affine_map(alg, W, system, lr, offset=False)[0])
+        rho = _radius(alg, W, system, lr)
         msg += f"; spectral radius {rho:.6g}: " + (
             f"predicted divergence, errors grow like {rho:.4g}^k" if rho > 1
             else "still convergent (the bound is sufficient, not necessary)")

@@ -38,7 +38,7 @@ import numpy as np
 
 from . import algorithms
 from .algorithms import SimulationResult
-from .checks import agent_weights, check_lr, check_owner, check_steps
+from .checks import agent_weights, batch_weights, check_lr, check_owner, check_steps
 from .graphs import mixing_schedule
 from .sharding import AXIS, MIXINGS, agent_mesh, mixing_coefficients, mixing_plan, put_global, sharded_mix, to_host
 
@@ -46,17 +46,23 @@ from .sharding import AXIS, MIXINGS, agent_mesh, mixing_coefficients, mixing_pla
 TRAIN_DTYPES = ("float64", "float32")
 
 
-def _local_data(x, y, owner, n_agents):
+def _local_data(x, y, owner, n_agents, batch=None):
     """Pad each agent's points to the largest N_q; weights 1/N_q on real points (the nonzero
-    entries of :func:`p2pntk.checks.agent_weights`), 0 on padding."""
+    entries of :func:`p2pntk.checks.agent_weights`), 0 on padding. With ``batch`` (the
+    (k_max + 1, N) minibatch weights of :func:`p2pntk.checks.batch_weights`) the weights are
+    one (Q, max N_q) array per iteration, (k_max + 1, Q, max N_q)."""
     counts = np.bincount(owner, minlength=n_agents)
     d = agent_weights(owner, n_agents)
     idx = np.zeros((n_agents, counts.max()), dtype=int)
+    real = np.zeros(idx.shape, dtype=bool)
     wts = np.zeros(idx.shape)
     for q in range(n_agents):
         pts = np.flatnonzero(owner == q)
         idx[q, :len(pts)] = pts
+        real[q, :len(pts)] = True
         wts[q, :len(pts)] = d[q, pts]
+    if batch is not None:
+        wts = np.where(real[None], batch[:, idx], 0.0)
     return x[idx], y[idx], jnp.asarray(wts, dtype=y.dtype)
 
 
@@ -99,7 +105,8 @@ class _Ops:
         return _Tree(self._mix(v.tree, k))
 
     def grad(self, x, k):
-        return _Tree(self._grads(x.tree, *self._data))
+        xl, yl, wl = self._data
+        return _Tree(self._grads(x.tree, xl, yl, wl if wl.ndim == 2 else wl[k]))   # wl[k]: minibatch of iteration k
 
     def average(self, v):
         return _Tree(jax.tree.map(self._mean, v.tree))
@@ -110,7 +117,12 @@ def _loop(alg, ops):
     wrap = lambda state: {k: _Tree(v) for k, v in state.items()}
     unwrap = lambda state: {k: v.tree for k, v in state.items()}
     start = lambda params: unwrap(alg.init(ops, _Tree(params)))
-    advance = lambda state, k0, k1: jax.lax.fori_loop(k0, k1, lambda k, s: unwrap(alg.step(ops, wrap(s), k)), state)
+    step = lambda k, s: unwrap(alg.step(ops, wrap(s), k))
+    if alg.first is not None:                   # a different first update (EXTRA, exact diffusion, NIDS)
+        body = lambda k, s: jax.lax.cond(k == 0, lambda t: unwrap(alg.first(ops, wrap(t), k)), lambda t: step(k, t), s)
+    else:
+        body = step
+    advance = lambda state, k0, k1: jax.lax.fori_loop(k0, k1, body, state)
     return start, advance
 
 
@@ -144,7 +156,7 @@ def _compiled(alg, apply_fn):
 
 
 @lru_cache(maxsize=CACHE_SIZE)
-def _sharded_functions(alg, apply_fn, mesh, plan, n_agents):
+def _sharded_functions(alg, apply_fn, mesh, plan, n_agents, batched=False):
     """Jitted shard_map'ed ``start``, ``advance`` and ``outputs``, cached by structure like :func:`_compiled`."""
     from jax.experimental.shard_map import shard_map
     from jax.sharding import PartitionSpec as P
@@ -158,7 +170,7 @@ def _sharded_functions(alg, apply_fn, mesh, plan, n_agents):
         return _loop(alg, _Ops(apply_fn, lr, xl, yl, wl, mix, mean))
 
     A, C, R = P(AXIS), P(None, AXIS), P()
-    data = (C, A, A, A, R)
+    data = (C, A, A, C if batched else A, R)
     start = jax.jit(shard_map(lambda params, *a: loop(*a)[0](params), mesh, in_specs=(A,) + data, out_specs=A,
                               check_rep=False))
     advance = jax.jit(shard_map(lambda state, k0, k1, *a: loop(*a)[1](state, k0, k1), mesh,
@@ -179,7 +191,7 @@ def _cached(builder, *key):
 
 
 def simulate(algorithm, apply_fn, params0, W, x, y, owner, lr, steps, *, x_test=None, record_params=False,
-             devices=None, mixing="auto"):
+             devices=None, mixing="auto", momentum: float = 0.0, batches=None):
     r"""Train Q copies of a network peer to peer and record their outputs.
 
     Args:
@@ -188,8 +200,10 @@ def simulate(algorithm, apply_fn, params0, W, x, y, owner, lr, steps, *, x_test=
         apply_fn: ``apply_fn(params, x) -> (n, C)``, any JAX model (the
             nonlinear network, or its linearisation :func:`p2pntk.kernels.linearize`).
         params0: common initial parameters :math:`\theta_0` (a pytree).
-        W: (Q, Q) mixing matrix (checked: symmetric, doubly stochastic), or a (T, Q, Q)
-            schedule: iteration k mixes with ``W[k % T]`` (:func:`p2pntk.graphs.mixing_schedule`).
+        W: (Q, Q) mixing matrix (checked: symmetric, doubly stochastic), a (T, Q, Q)
+            schedule (iteration k mixes with ``W[k % T]``) or a callable ``k -> W(k)``
+            (:func:`p2pntk.graphs.mixing_schedule`, :func:`~p2pntk.graphs.link_failures`,
+            :func:`~p2pntk.graphs.local_steps`), turned into an array before the jitted loop.
         x, y: training inputs (N, ...) and targets (N, C).
         owner: (N,) agent holding each training point.
         lr: step size :math:`\eta`.
@@ -215,6 +229,10 @@ def simulate(algorithm, apply_fn, params0, W, x, y, owner, lr, steps, *, x_test=
             results (gathered with ``process_allgather``).
         mixing: ``"auto"`` (rule of :func:`p2pntk.sharding.mixing_plan`), ``"ppermute"`` or
             ``"all_gather"``; used only when ``devices`` is given.
+        momentum: :math:`\beta\in[0, 1)` for dgd, atc, cta, centralized (:func:`p2pntk.algorithms.get`).
+        batches: ``None`` (full batch) or a callable ``k -> `` Q index arrays, agent q's minibatch
+            at iteration k (:func:`minibatches`); every iteration computes one stochastic gradient
+            per agent, used wherever the method's equation says :math:`\nabla f(x^k)`.
 
     Returns:
         :class:`SimulationResult` with ``train`` (S, Q, N, C) and ``test`` (S, Q, N_test, C).
@@ -227,8 +245,9 @@ def simulate(algorithm, apply_fn, params0, W, x, y, owner, lr, steps, *, x_test=
     The compiled iteration is cached across calls: a second call with the same
     algorithm, ``apply_fn`` object (and mesh/mixing plan), shapes and dtypes does not recompile.
     """
-    alg = algorithms.get(algorithm)
-    W = mixing_schedule(W)
+    alg = algorithms.get(algorithm, momentum)
+    steps = check_steps(steps)
+    W = mixing_schedule(W, int(steps[-1]))
     Q = W.shape[1]
     if mixing not in MIXINGS:
         raise ValueError(f"unknown mixing={mixing!r}; allowed: {', '.join(MIXINGS)}")
@@ -240,10 +259,9 @@ def simulate(algorithm, apply_fn, params0, W, x, y, owner, lr, steps, *, x_test=
         if not bool(jnp.all(jnp.isfinite(arr))):
             raise ValueError(f"{name} contains NaN or inf")
     owner = check_owner(owner, x.shape[0], Q)
-    steps = check_steps(steps)
     check_lr(lr)
     dtype = y.dtype
-    xl, yl, wl = _local_data(x, y, owner, Q)
+    xl, yl, wl = _local_data(x, y, owner, Q, batch_weights(batches, owner, Q, int(steps[-1])))
     stacked = lambda p: jnp.broadcast_to(p, (Q,) + p.shape).astype(p.dtype)
 
     if mesh is None:
@@ -261,9 +279,10 @@ def simulate(algorithm, apply_fn, params0, W, x, y, owner, lr, steps, *, x_test=
         plan = mixing_plan(W, mesh.devices.size, mixing)
         coef = mixing_coefficients(W, plan)
         agents, repl = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
-        st, adv, outputs = _cached(_sharded_functions, alg, apply_fn, mesh, plan, Q)
+        st, adv, outputs = _cached(_sharded_functions, alg, apply_fn, mesh, plan, Q, wl.ndim == 3)
         coef = put_global(np.asarray(coef, dtype=dtype), NamedSharding(mesh, P(None, AXIS)))
-        xl, yl, wl = (put_global(a, agents) for a in (xl, yl, wl))
+        xl, yl = (put_global(a, agents) for a in (xl, yl))
+        wl = put_global(wl, NamedSharding(mesh, P(None, AXIS)) if wl.ndim == 3 else agents)
         start = lambda params: st(params, coef, xl, yl, wl, lr)
         advance = lambda state, k0, k1: adv(state, k0, k1, coef, xl, yl, wl, lr)
         params = jax.tree.map(lambda p: put_global(stacked(p), agents), params0)
@@ -323,3 +342,28 @@ def flatten_agents(stacked_params) -> np.ndarray:
     leaves = jax.tree.leaves(stacked_params)
     Q = np.shape(leaves[0])[0]
     return np.concatenate([np.asarray(v, dtype=np.float64).reshape(Q, -1) for v in leaves], axis=1)
+
+
+def minibatches(owner, batch_size: int, *, seed: int = 0):
+    r"""Minibatches for ``batches=``: at each iteration k, ``batch_size`` of each agent's points,
+    drawn without replacement by ``numpy.random.default_rng([seed, k])`` (the same batches
+    whenever iteration k is asked for, so training and the closed form see the same ones).
+
+    Example:
+        >>> b = minibatches([0, 0, 0, 1, 1], 2, seed=3)
+        >>> [len(i) for i in b(7)], np.array_equal(b(7)[1], b(7)[1])
+        ([2, 2], True)
+    """
+    owner = np.asarray(owner)
+    points = [np.flatnonzero(owner == q) for q in range(owner.max() + 1)]
+    smallest = min(len(p) for p in points)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= smallest:
+        raise ValueError(f"batch_size must be an integer in 1..{smallest} (the smallest agent's number of points), "
+                         f"got {batch_size!r}")
+
+    def batches(k: int):
+        rng = np.random.default_rng([seed, int(k)])
+        return [np.sort(rng.choice(p, batch_size, replace=False)) for p in points]
+
+    batches.batch_size, batches.seed = int(batch_size), seed
+    return batches
