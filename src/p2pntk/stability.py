@@ -144,7 +144,18 @@ def affine_map(algorithm, W, system, lr, *, offset: bool = True, initial: bool =
     return AffineMap(M, c, F, Finv, names, B)
 
 
-def restricted_radius(M, offsets=None, tol: float = 1e-9) -> float:
+def _conserved(M, C, tol):
+    r"""Orthonormal basis of the unit left eigenvectors :math:`\ell` of ``M`` with :math:`\ell^\top C = 0`, (S, n_c)."""
+    scale = max(1.0, float(np.abs(M).max()))
+    _, sv, Vt = np.linalg.svd((M - np.eye(len(M))).T)
+    L = Vt[sv <= tol * scale * len(M)].T                                  # left eigenvectors for eigenvalue 1
+    proj = L.T @ C
+    _, ps, pVt = np.linalg.svd(proj.T, full_matrices=True)               # combinations with l^T C = 0
+    rank = int(np.sum(ps > tol * max(1.0, float(np.abs(C).max())) * C.shape[1]))
+    return L @ pVt[rank:].T
+
+
+def restricted_radius(M, offsets=None, tol: float = 1e-9, n_conserved: int | None = None) -> float:
     r"""Spectral radius of ``M`` without the unit eigenvalues of conserved quantities.
 
     Exact-convergence methods (EXTRA, exact diffusion, NIDS, gradient tracking, ...) conserve
@@ -154,27 +165,35 @@ def restricted_radius(M, offsets=None, tol: float = 1e-9) -> float:
     initialisation gives them (:math:`y^0 = \nabla f(x^0)` sets the tracker's to 0) selects
     the fixed point :math:`Z^*` the iterates go to; the error :math:`Z - Z^*` stays in the
     invariant subspace :math:`V = \{E : \ell^\top E = 0\}`, so the radius that decides
-    convergence is that of :math:`M|_V`. A unit left eigenvector with :math:`\ell^\top C \neq 0`
-    is kept (its quantity drifts linearly: no convergence). ``offsets`` is :math:`C` (an
-    array or a function returning it, called only when ``M`` has eigenvalues within ``tol``
-    of 1); without it this is :func:`radius`.
+    convergence is that of :math:`M|_V`, whose spectrum is that of :math:`M` without those
+    unit eigenvalues. A unit left eigenvector with :math:`\ell^\top C \neq 0` is kept (its
+    quantity drifts linearly: no convergence). ``offsets`` is :math:`C` (an array or a
+    function returning it, called only when ``M`` has eigenvalues within ``tol`` of 1);
+    without it this is :func:`radius`. ``n_conserved``, if known (it does not depend on the
+    step size), skips their computation: the ``n_conserved`` eigenvalues nearest to 1 are left out.
     """
     ev = np.linalg.eigvalsh(M) if is_symmetric(M) else np.linalg.eigvals(M)
     scale = max(1.0, float(np.abs(M).max()))
-    if offsets is None or not np.any(np.abs(ev - 1) <= tol * scale):
+    if (offsets is None and n_conserved is None) or not np.any(np.abs(ev - 1) <= tol * scale):
         return float(np.abs(ev).max())
-    C = offsets() if callable(offsets) else offsets
-    _, sv, Vt = np.linalg.svd((M - np.eye(len(M))).T)
-    L = Vt[sv <= tol * scale * len(M)].T                                  # left eigenvectors for eigenvalue 1
-    proj = L.T @ C
-    _, ps, pVt = np.linalg.svd(proj.T, full_matrices=True)               # combinations with l^T C = 0
-    rank = int(np.sum(ps > tol * max(1.0, float(np.abs(C).max())) * C.shape[1]))
-    Lc = L @ pVt[rank:].T
-    if Lc.shape[1] == 0:
-        return float(np.abs(ev).max())
-    U, _, _ = np.linalg.svd(Lc, full_matrices=True)
-    V = U[:, Lc.shape[1]:]                                                 # orthonormal basis of {E : Lc^T E = 0}
-    return float(np.abs(np.linalg.eigvals(V.T @ M @ V)).max())
+    if n_conserved is None:
+        Lc = _conserved(M, offsets() if callable(offsets) else offsets, tol)
+        if Lc.shape[1] == 0:
+            return float(np.abs(ev).max())
+        U, _, _ = np.linalg.svd(Lc, full_matrices=True)
+        V = U[:, Lc.shape[1]:]                                             # orthonormal basis of {E : Lc^T E = 0}
+        return float(np.abs(np.linalg.eigvals(V.T @ M @ V)).max())
+    keep = np.argsort(np.abs(ev - 1))[n_conserved:]
+    return float(np.abs(ev[keep]).max()) if len(keep) else 0.0
+
+
+def conserved_count(algorithm, W, system, lr, tol: float = 1e-9) -> int:
+    """Number of conserved quantities of ``algorithm`` (unit eigenvalues excluded by :func:`restricted_radius`)."""
+    alg = algorithms.get(algorithm)
+    a = affine_map(alg, W, system, lr, offset=False, initial=not alg.consensus)
+    if a.initial is None:
+        return 0
+    return int(_conserved(a.M, a.initial, tol).shape[1])
 
 
 def is_symmetric(M, rtol: float = 1e-12) -> bool:
@@ -286,11 +305,12 @@ def spectral_radius(algorithm, W, K, owner, lr, momentum: float = 0.0) -> float:
     return _radius(algorithms.get(algorithm, momentum), system.W, system, lr)
 
 
-def critical_step_size(algorithm, W, K, owner, momentum: float = 0.0, *, rtol: float = 1e-7) -> float:
+def critical_step_size(algorithm, W, K, owner, momentum: float = 0.0, *, rtol: float = 1e-7,
+                       grid: float = 1.25) -> float:
     r"""The critical step size: the smallest :math:`\eta` at which the spectral radius of
     :func:`spectral_radius` reaches 1.
 
-    Scans :math:`\eta` on a geometric grid (ratio 1.2) from :math:`10^{-2}/L` upwards,
+    Scans :math:`\eta` on a geometric grid (ratio ``grid``) from :math:`10^{-2}/L` upwards,
     :math:`L = \max_q\lambda_{\max}(K_{qq})/N_q`, until the radius reaches 1, then bisects
     to relative precision ``rtol``. The stable set need not be an interval (for a
     non-symmetric iteration matrix): this is its first boundary point (an unstable window
@@ -299,13 +319,14 @@ def critical_step_size(algorithm, W, K, owner, momentum: float = 0.0, *, rtol: f
     """
     alg = algorithms.get(algorithm, momentum)
     system = _system(W, K, owner)
-    rho = lambda lr: _radius(alg, system.W, system, lr)
     start = lo = 1e-2 / local_lmax(system)
+    n_c = conserved_count(alg, system.W, system, lo)               # structural: the same at every step size
+    rho = lambda lr: restricted_radius(affine_map(alg, system.W, system, lr, offset=False).M, n_conserved=n_c)
     if rho(lo) >= 1:
         raise ValueError(f"{alg.name}: unstable already at lr = {lo:.3g} (1e-2 / largest local curvature)")
-    hi = lo * 1.2
+    hi = lo * grid
     while rho(hi) < 1:
-        lo, hi = hi, hi * 1.2
+        lo, hi = hi, hi * grid
         if hi > 1e5 * start:
             raise ValueError(f"{alg.name}: stable up to lr = {lo:.3g}; no critical step size found")
     while hi - lo > rtol * hi:
