@@ -10,7 +10,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 import run as suite  # noqa: E402
 
-SECTIONS = {"predict", "nt", "loop", "scale", "gemm"}
+SECTIONS = {"predict", "methods", "nt", "loop", "scale", "gemm"}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,19 @@ def test_predict_has_both_kernels_and_the_24_config_sweep(rows):
     (sweep,) = [r for r in pred if r["case"].startswith("sweep")]
     assert sweep["n_configs"] == 24 and sweep["n_trained"] >= 1
     assert sweep["baseline_s"] == pytest.approx(sweep["train_s_per_cell"] * 24)
+
+
+def test_methods_has_every_algorithm_and_the_failure_sweep_equals_single_runs(rows):
+    from p2pntk import algorithms
+
+    methods = [r for r in rows if r["benchmark"] == "methods"]
+    per = {r["algorithm"]: r for r in methods if "algorithm" in r}
+    assert set(per) == set(algorithms.ALGORITHMS)
+    assert per["dgd"]["n_state"] == 1 and per["extra"]["n_state"] == 2
+    assert all(0 <= r["movement_error"] < 0.5 for r in per.values())
+    (fail,) = [r for r in methods if "link-failure" in r["case"]]
+    assert fail["max_abs_diff_single"] <= 1e-9
+    assert fail["baseline_s"] == pytest.approx(fail["train_s_per_realisation"] * fail["n_realisations"])
 
 
 def test_scale_fits_are_finite_and_memory_grows(rows):
