@@ -30,7 +30,7 @@ cached per (algorithm, ``apply_fn``, mesh and mixing plan), and by jit per shape
 """
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
