@@ -25,7 +25,7 @@ def test_attempt_reports_what_was_raised_or_warned():
     cases = {c.row: c for c in bad_input.CASES}
     kind, msg = bad_input.attempt(cases["unknown topology"])
     assert kind == "ValueError" and msg.startswith("unknown topology name='torus'; allowed: ring")
-    kind, msg = bad_input.attempt(cases["step size beyond the stability bound"])
-    assert kind == "RuntimeWarning" and re.search(cases["step size beyond the stability bound"].match, msg)
+    kind, msg = bad_input.attempt(cases["step size beyond the sufficient bound"])
+    assert kind == "RuntimeWarning" and re.search(cases["step size beyond the sufficient bound"].match, msg)
     good = bad_input.Case("no error", "len([])", lambda: len([]), ValueError, "")
     assert bad_input.attempt(good) == ("nothing", "")

@@ -257,7 +257,7 @@ def test_sweep_equals_one_run_per_configuration(algorithm, resolved, counts):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sw = dynamics.linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, K_test=Kt, f0_test=f0t)
-    assert len([w for w in caught if "exceeds the stability bound" in str(w.message)]) == len(Ws) * has_bound
+    assert len([w for w in caught if "exceeds the sufficient stable step size" in str(w.message)]) == len(Ws) * has_bound
     assert sw.train.shape == (3, 2, 3, Q, N, C) and sw.test.shape == (3, 2, 3, Q, 3, C)
     assert sw.coef.shape == sw.train.shape
     for i in range(3):

@@ -109,7 +109,7 @@ def test_sweep_keys_shapes_and_one_warning_per_cell_beyond_the_bound():
     config = dict(dataset="digits", n_train=40, n_test=20, n_agents=8, width=64, steps=[0, 10])
     with pytest.warns(RuntimeWarning) as caught:
         sw = landscape.sweep(config, [0.5, 1.2], ["ring", "star", "complete"], [[0, 1]])
-    beyond = [str(w.message) for w in caught if "exceeds the stability bound" in str(w.message)]
+    beyond = [str(w.message) for w in caught if "exceeds the sufficient stable step size" in str(w.message)]
     assert sorted(m.split(":")[0] for m in beyond) == [f"configuration (lr 1, W {j})" for j in range(3)]
     assert {"lr", "pred_error", "actual_error", "pred_loss", "actual_loss", "seconds_predict_all"} <= set(sw)
     assert sw["pred_error"].shape == sw["pred_loss"].shape == sw["lr"].shape == (2, 3)

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from p2pntk import checks, dynamics, graphs, kernels, stability, training
+from p2pntk import algorithms, checks, dynamics, graphs, kernels, stability, training
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_dgd_bound_and_exact_threshold(prob, topology):
     _, fixed = stability.dgd_fixed_point(W, p["K"], p["owner"], p["f0"], p["y"], 0.95 * bound)
     dist = [np.linalg.norm(t - fixed) for t in ok.train]
     assert dist[2] < dist[1] < dist[0]  # contracting towards the fixed point
-    with pytest.warns(RuntimeWarning, match="exceeds the stability bound .* predicted divergence"):
+    with pytest.warns(RuntimeWarning, match="exceeds the sufficient stable step size .* predicted divergence"):
         bad = dynamics.linearized_outputs("dgd", W, p["K"], p["owner"], p["f0"], p["y"], 1.05 * crit, steps)
     rho = stability.spectral_radius("dgd", W, p["K"], p["owner"], 1.05 * crit)
     growth = np.linalg.norm(bad.coef[-1]) / np.linalg.norm(bad.coef[-2])
@@ -133,3 +133,30 @@ def test_actual_training_stops_with_clear_message_when_diverging(prob):
     crit = stability.dgd_critical_step_size(W, p["K"], p["owner"])
     with pytest.raises(FloatingPointError, match="diverged.*lr="):
         training.simulate("dgd", p["apply_fn"], p["params0"], W, p["x"], p["y"], p["owner"], 20 * crit, [2000])
+
+
+@pytest.mark.parametrize("algorithm", ["dgd", "centralized", "gradient_tracking", "extra", "aug_dgm"])
+def test_iteration_size_is_the_size_of_the_iteration_matrix(prob, algorithm):
+    W = graphs.mixing_matrix(graphs.topology("ring", 5))
+    system = stability._system(W, prob["K"], prob["owner"])
+    for alg in (algorithm, "dgd+momentum") if algorithm == "dgd" else (algorithm,):
+        a = algorithms.get(*((alg.split("+")[0], 0.5) if "+" in alg else (alg,)))
+        assert stability.iteration_size(a, system) == len(stability.affine_map(a, system.W, system, 0.1).M)
+
+
+def test_warning_beyond_the_sufficient_bound_says_so_and_skips_large_eigenproblems(prob, monkeypatch):
+    """Above the sufficient bound but below the critical step: 'still convergent'; with the
+    iteration matrix larger than RADIUS_SIZE the radius is not computed (and the warning says so)."""
+    p = prob
+    W = graphs.mixing_matrix(graphs.topology("ring", 5))
+    bound = stability.step_size_bound("dgd", W, p["K"], p["owner"])
+    crit = stability.critical_step_size("dgd", W, p["K"], p["owner"])
+    assert bound < crit
+    lr = 0.5 * (bound + crit)
+    with pytest.warns(RuntimeWarning, match="sufficient stable step size .* still convergent"):
+        dynamics.linearized_outputs("dgd", W, p["K"], p["owner"], p["f0"], p["y"], lr, [1])
+    monkeypatch.setattr(stability, "RADIUS_SIZE", 10)
+    monkeypatch.setattr(stability, "_radius", lambda *a: pytest.fail("radius computed for a large system"))
+    with pytest.warns(RuntimeWarning, match=r"sufficient, not necessary: stability.spectral_radius decides \(an "
+                                            r"eigenvalue problem of size \d+, not computed here\)"):
+        dynamics.linearized_outputs("dgd", W, p["K"], p["owner"], p["f0"], p["y"], lr, [1])

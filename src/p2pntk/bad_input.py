@@ -243,9 +243,9 @@ CASES = [
          r"Fashion-MNIST training images contain NaN or inf"),
     Case("step size not positive", "linearized_outputs(..., lr=-1)", lambda: _predict(lr=-1.0), ValueError,
          r"lr must be a positive finite step size, got -1"),
-    Case("step size beyond the stability bound", "linearized_outputs('dgd', ..., lr=10) (bound 2)",
+    Case("step size beyond the sufficient bound", "linearized_outputs('dgd', ..., lr=10) (bound 2)",
          lambda: _predict(lr=10.0), RuntimeWarning,
-         r"lr=10 exceeds the stability bound 2 of linearised dgd; spectral radius 4\.5\d+: "
+         r"lr=10 exceeds the sufficient stable step size 2 of linearised dgd; spectral radius 4\.5\d+: "
          r"predicted divergence, errors grow like 4\.5\d\^k"),
     Case("training diverges", "simulate('dgd', ..., lr=1000, steps=[0, 10, 400])",
          lambda: _train(lr=1000.0, steps=(0, 10, 400)), FloatingPointError,

@@ -97,13 +97,19 @@ def batch_weights(batches, owner, n_agents: int, n_iterations: int):
             continue
         if len(b) != n_agents:
             raise ValueError(f"batches({k}) must give one index array per agent ({n_agents}), got {len(b)}")
-        for q, idx in enumerate(b):
-            idx = np.asarray(idx)
-            if idx.size == 0:
-                raise ValueError(f"batches({k}): the batch of agent {q} is empty")
-            if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1 or idx.min() < 0 or idx.max() >= len(owner) \
-                    or np.any(owner[idx] != q) or len(np.unique(idx)) != len(idx):
-                raise ValueError(f"batches({k}): the batch of agent {q} must be distinct indices of agent {q}'s own "
-                                 f"training points {np.flatnonzero(owner == q)[:8].tolist()}..., got {idx[:8].tolist()}")
-            out[k, idx] = 1.0 / len(idx)
+        arrs = [np.asarray(idx) for idx in b]
+        sizes = np.array([a.size for a in arrs])
+        cat = np.concatenate([a.ravel() for a in arrs])
+        valid = (sizes.min() > 0 and all(a.ndim == 1 for a in arrs) and np.issubdtype(cat.dtype, np.integer)
+                 and cat.min() >= 0 and cat.max() < len(owner)
+                 and np.array_equal(owner[cat], np.repeat(np.arange(n_agents), sizes)) and len(np.unique(cat)) == len(cat))
+        if not valid:                              # name the first agent whose batch is wrong
+            for q, idx in enumerate(arrs):
+                if idx.size == 0:
+                    raise ValueError(f"batches({k}): the batch of agent {q} is empty")
+                if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1 or idx.min() < 0 or idx.max() >= len(owner) \
+                        or np.any(owner[idx] != q) or len(np.unique(idx)) != len(idx):
+                    raise ValueError(f"batches({k}): the batch of agent {q} must be distinct indices of agent {q}'s own "
+                                     f"training points {np.flatnonzero(owner == q)[:8].tolist()}..., got {idx[:8].tolist()}")
+        out[k, cat] = np.repeat(1.0 / sizes, sizes)
     return out

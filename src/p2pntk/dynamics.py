@@ -128,7 +128,7 @@ def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None,
     (n, n) kernel copies once (shared by all configurations) plus a few states of
     :math:`Q N C L` floats, and the recorded outputs, :math:`S Q (N + N_{\rm test}) C L`.
 
-    A :class:`RuntimeWarning` naming the stability bound is issued for every configuration
+    A :class:`RuntimeWarning` naming the sufficient bound is issued for every configuration
     whose step size exceeds it (:func:`p2pntk.stability.warn_if_unstable`; not for schedules).
 
     Args:

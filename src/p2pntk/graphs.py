@@ -217,39 +217,48 @@ def check_mixing_matrix(W, graph: nx.Graph | None = None, *, atol: float = 1e-10
     return W
 
 
+def _valid_stack(Ws, atol: float = 1e-10) -> bool:
+    """Whether every matrix of a (T, Q, Q) stack passes :func:`check_mixing_matrix` (one vectorised test)."""
+    return bool(np.all(np.isfinite(Ws)) and np.all(Ws >= -atol)
+                and np.allclose(Ws.sum(axis=2), 1, atol=atol) and np.allclose(Ws.sum(axis=1), 1, atol=atol)
+                and np.allclose(Ws, Ws.transpose(0, 2, 1), atol=atol))
+
+
 def mixing_schedule(W, n_iterations: int = 1) -> np.ndarray:
     r"""Mixing matrices of every iteration as a checked (T, Q, Q) stack: iteration :math:`k` mixes with ``W[k % T]``.
 
     ``W`` is one (Q, Q) matrix (T = 1: a fixed graph), a (T, Q, Q) sequence (a periodic
     schedule if the run is longer than T), or a callable ``k -> (Q, Q)`` (e.g.
     :func:`link_failures`, :func:`local_steps`), evaluated at ``k = 0 .. n_iterations - 1``
-    (T = ``n_iterations``, at least 1). Each matrix is checked by :func:`check_mixing_matrix`;
-    an error names the iteration k.
+    (T = ``n_iterations``, at least 1). Every matrix must pass :func:`check_mixing_matrix`
+    (tested on the whole stack at once); an error names the first iteration k that fails.
 
     Example:
         >>> mixing_schedule(np.eye(2)).shape, mixing_schedule(local_steps(np.full((2, 2), 0.5), 2), 4)[:, 0, 1].tolist()
         ((1, 2, 2), [0.0, 0.5, 0.0, 0.5])
     """
+    if not callable(W) and np.ndim(W) == 2:
+        return check_mixing_matrix(W)[None]
     if callable(W):
-        Ws = []
-        for k in range(max(1, int(n_iterations))):
-            try:
-                Ws.append(check_mixing_matrix(W(k)))
-            except ValueError as err:
-                raise ValueError(f"W(k) at iteration k={k}: {err}") from None
-        return np.stack(Ws)
-    W = np.asarray(W, dtype=np.float64)
-    if W.ndim == 3:
-        if len(W) == 0:
-            raise ValueError("W: a (T, Q, Q) mixing schedule needs T >= 1 matrices, got none")
-        out = []
-        for k, w in enumerate(W):
-            try:
-                out.append(check_mixing_matrix(w))
-            except ValueError as err:
-                raise ValueError(f"W[{k}] of the (T, Q, Q) schedule (iteration k={k}): {err}") from None
-        return np.stack(out)
-    return check_mixing_matrix(W)[None]
+        Ws = [np.asarray(W(k), dtype=np.float64) for k in range(max(1, int(n_iterations)))]
+        where = lambda k: f"W(k) at iteration k={k}"
+    else:
+        Ws = list(np.asarray(W, dtype=np.float64))
+        if np.ndim(W) != 3 or len(Ws) == 0:
+            raise ValueError(f"W: a (T, Q, Q) mixing schedule needs T >= 1 matrices, got shape {np.shape(W)}")
+        where = lambda k: f"W[{k}] of the (T, Q, Q) schedule (iteration k={k})"
+    Q = Ws[0].shape[0] if Ws[0].ndim == 2 else 0
+    stack = np.stack(Ws) if all(w.shape == (Q, Q) for w in Ws) else None
+    if stack is not None and _valid_stack(stack):
+        return stack
+    for k, w in enumerate(Ws):                     # locate the first matrix that fails, with its message
+        try:
+            check_mixing_matrix(w)
+            if w.shape != Ws[0].shape:
+                raise ValueError(f"W must have the shape {Ws[0].shape} of W(0), got {w.shape}")
+        except ValueError as err:
+            raise ValueError(f"{where(k)}: {err}") from None
+    raise AssertionError("unreachable: the stack check and check_mixing_matrix disagree")
 
 
 def link_failures(W, p: float, *, seed: int = 0):

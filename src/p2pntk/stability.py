@@ -82,7 +82,7 @@ class AffineMap(NamedTuple):
     initial: np.ndarray | None = None
 
 
-def affine_map(algorithm, W, system, lr, *, offset: bool = True, initial: bool = False) -> AffineMap:
+def affine_map(algorithm, W, system, lr, *, offset: bool = True, initial: bool = False, blocks=None) -> AffineMap:
     r"""One step of ``algorithm`` as the affine map :math:`Z^+ = M Z + c` in row-space coordinates.
 
     :math:`M` is the algorithm's own step (the recursion, not a different first update)
@@ -99,6 +99,8 @@ def affine_map(algorithm, W, system, lr, *, offset: bool = True, initial: bool =
         W: (Q, Q) mixing matrix.
         system: the :class:`~p2pntk.coefficients.CoefficientSystem` (kernel, agents, data).
         lr: step size.
+        blocks: :func:`local_blocks` of ``system``, if already computed (they do not depend
+            on ``W`` or ``lr``: a scan over step sizes computes them once).
 
     Returns:
         :class:`AffineMap`: M (S, S) with S = (number of state variables)·Q·r, or (r, r) for a
@@ -106,7 +108,7 @@ def affine_map(algorithm, W, system, lr, *, offset: bool = True, initial: bool =
         state variables; C (or ``None``).
     """
     alg = algorithms.get(algorithm)
-    G, F, Finv = local_blocks(system)
+    G, F, Finv = local_blocks(system) if blocks is None else blocks
     Q, r = G.shape[:2]
     zero = _RowSpaceOps(W, G, 0.0, lr)
     cached = dict(alg.cached)                      # gradient caches: functions of other variables
@@ -187,10 +189,10 @@ def restricted_radius(M, offsets=None, tol: float = 1e-9, n_conserved: int | Non
     return float(np.abs(ev[keep]).max()) if len(keep) else 0.0
 
 
-def conserved_count(algorithm, W, system, lr, tol: float = 1e-9) -> int:
+def conserved_count(algorithm, W, system, lr, tol: float = 1e-9, blocks=None) -> int:
     """Number of conserved quantities of ``algorithm`` (unit eigenvalues excluded by :func:`restricted_radius`)."""
     alg = algorithms.get(algorithm)
-    a = affine_map(alg, W, system, lr, offset=False, initial=not alg.consensus)
+    a = affine_map(alg, W, system, lr, offset=False, initial=not alg.consensus, blocks=blocks)
     if a.initial is None:
         return 0
     return int(_conserved(a.M, a.initial, tol).shape[1])
@@ -293,9 +295,10 @@ def radius(M) -> float:
     return float(np.abs(ev).max())
 
 
-def _radius(alg, W, system, lr) -> float:
-    M = affine_map(alg, W, system, lr, offset=False).M
-    return restricted_radius(M, lambda: affine_map(alg, W, system, lr, offset=False, initial=True).initial)
+def _radius(alg, W, system, lr, blocks=None) -> float:
+    blocks = local_blocks(system) if blocks is None else blocks
+    M = affine_map(alg, W, system, lr, offset=False, blocks=blocks).M
+    return restricted_radius(M, lambda: affine_map(alg, W, system, lr, offset=False, initial=True, blocks=blocks).initial)
 
 
 def spectral_radius(algorithm, W, K, owner, lr, momentum: float = 0.0) -> float:
@@ -320,8 +323,10 @@ def critical_step_size(algorithm, W, K, owner, momentum: float = 0.0, *, rtol: f
     alg = algorithms.get(algorithm, momentum)
     system = _system(W, K, owner)
     start = lo = 1e-2 / local_lmax(system)
-    n_c = conserved_count(alg, system.W, system, lo)               # structural: the same at every step size
-    rho = lambda lr: restricted_radius(affine_map(alg, system.W, system, lr, offset=False).M, n_conserved=n_c)
+    blocks = local_blocks(system)                                  # independent of the step size: computed once
+    n_c = conserved_count(alg, system.W, system, lo, blocks=blocks)   # structural: the same at every step size
+    rho = lambda lr: restricted_radius(affine_map(alg, system.W, system, lr, offset=False, blocks=blocks).M,
+                                       n_conserved=n_c)
     if rho(lo) >= 1:
         raise ValueError(f"{alg.name}: unstable already at lr = {lo:.3g} (1e-2 / largest local curvature)")
     hi = lo * grid
@@ -375,19 +380,40 @@ def dgd_fixed_point(W, K, owner, f0, y, lr):
     return coef, train
 
 
+def iteration_size(algorithm, system) -> int:
+    r"""Size S of the iteration matrix of :func:`affine_map` (state variables × Q × rank K, or × rank K
+    for a consensus algorithm), without forming it: its eigenvalues cost :math:`O(S^3)`."""
+    alg = algorithms.get(algorithm)
+    n_state = len([nm for nm in algorithms.state_variables(alg) if nm not in dict(alg.cached)])
+    r = row_space_factor(system.Kmat)[0].shape[1]
+    return n_state * r * (1 if alg.consensus else system.Q)
+
+
+RADIUS_SIZE = 1000
+"""Largest iteration matrix whose spectral radius :func:`warn_if_unstable` computes (about a second)."""
+
+
 def warn_if_unstable(algorithm, W, system, lr, label: str = "", curvatures=None) -> None:
-    """Warn, naming the bound, if ``lr`` exceeds the algorithm's sufficient stable step size,
-    with the exact spectral radius and the predicted growth per iteration (small systems);
+    """Warn if ``lr`` exceeds the algorithm's *sufficient* stable step size (its ``bound``).
+
+    The bound is sufficient, not necessary: the message adds the exact spectral radius of
+    :func:`spectral_radius` (divergence predicted or not) when the iteration matrix has at
+    most :data:`RADIUS_SIZE` rows (:func:`iteration_size`), and otherwise says how to get it.
     ``label`` starts the message (e.g. which configuration of a sweep); ``curvatures``
-    (a :class:`Curvatures` of ``system``) may be passed to share them between calls."""
+    (a :class:`Curvatures` of ``system``) may be passed to share them between calls.
+    """
     alg = algorithms.get(algorithm)
     bound = _bound(alg, W, system, curvatures)
     if bound is None or lr <= bound:
         return
-    msg = f"{label}lr={lr:.4g} exceeds the stability bound {bound:.4g} of linearised {alg.name}"
-    if system.Q * system.Kmat.shape[0] <= 3000:
+    msg = f"{label}lr={lr:.4g} exceeds the sufficient stable step size {bound:.4g} of linearised {alg.name}"
+    size = iteration_size(alg, system)
+    if size <= RADIUS_SIZE:
         rho = _radius(alg, W, system, lr)
         msg += f"; spectral radius {rho:.6g}: " + (
             f"predicted divergence, errors grow like {rho:.4g}^k" if rho > 1
             else "still convergent (the bound is sufficient, not necessary)")
+    else:
+        msg += (f"; it is sufficient, not necessary: stability.spectral_radius decides (an eigenvalue "
+                f"problem of size {size}, not computed here)")
     warnings.warn(msg, RuntimeWarning, stacklevel=3)

@@ -302,7 +302,7 @@ def simulate(algorithm, apply_fn, params0, W, x, y, owner, lr, steps, *, x_test=
         if not bool(jnp.all(jnp.isfinite(f))):
             raise FloatingPointError(
                 f"{alg.name} training diverged: outputs are NaN/inf at iteration {done} with lr={lr}; "
-                "reduce the step size below the stability bound (p2pntk.stability)")
+                "reduce the step size below its critical step size (p2pntk.stability.critical_step_size)")
         train.append(np.asarray(f))
         if x_test is not None:
             test.append(host(outputs(state["x"], x_test_eval)))
