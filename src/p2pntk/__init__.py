@@ -11,7 +11,8 @@ module imports only from its own layer or below; ``tests/test_layout.py`` checks
   ``dynamics``;
 - network (JAX; only ``kernels`` imports neural_tangents): ``kernels``,
   ``finite_width``, ``sharding``, ``training``;
-- compositions the chapters call: ``problems``, ``results``, ``reproduction``, ``landscape``;
+- compositions the chapters and users call: ``problems``, ``results``, ``reproduction``,
+  ``landscape``, ``prediction`` (:func:`p2pntk.predict`: ``simulate``'s call, predicted);
 - the build: ``plotting``, ``bad_input``, ``pipeline``, ``cli``.
 
 Example:
@@ -28,7 +29,7 @@ LAYERS = {
     "bottom": ("paths", "checks", "graphs", "algorithms", "metrics", "data"),
     "closed_form": ("coefficients", "geometry", "stability", "dynamics"),
     "network": ("kernels", "finite_width", "sharding", "training"),
-    "compositions": ("problems", "results", "reproduction", "landscape"),
+    "compositions": ("problems", "results", "reproduction", "landscape", "prediction"),
     "build": ("plotting", "bad_input", "pipeline", "cli"),
 }
 MODULES = tuple(m for layer in LAYERS.values() for m in layer)
@@ -48,14 +49,15 @@ PUBLIC = {
                      "dgd_step_size_bound", "dgd_critical_step_size", "dgd_fixed_point"), "stability"),
     **dict.fromkeys(("linearized_outputs", "linearized_sweep", "linearized_flow_outputs", "lazy_limit_errors"),
                     "dynamics"),
-    **dict.fromkeys(("mlp", "empirical_ntk", "analytic_ntk", "analytic_ntk_train_test", "linearize", "centred"),
-                    "kernels"),
+    **dict.fromkeys(("mlp", "kernel", "empirical_ntk", "analytic_ntk", "analytic_ntk_train_test", "linearize",
+                     "centred"), "kernels"),
     **dict.fromkeys(("fluctuation_constants",), "finite_width"),
     **dict.fromkeys(("agent_mesh", "mixing_plan"), "sharding"),
     **dict.fromkeys(("simulate", "parameters", "flatten_agents", "TRAIN_DTYPES"), "training"),
     **dict.fromkeys(("Problem", "problem", "digits_problem"), "problems"),
     **dict.fromkeys(("cached_run",), "reproduction"),
     **dict.fromkeys(("sweep", "cached_sweep"), "landscape"),
+    **dict.fromkeys(("predict",), "prediction"),
 }
 
 __all__ = sorted(PUBLIC) + list(MODULES)
