@@ -257,6 +257,11 @@ CASES = [
          r"truncated or corrupt IDX file \(15 data bytes, 20 expected for shape \(20,\)\)"),
     Case("corrupt cache file", "results.cached(...) on a truncated .npz", _corrupt_cache, RuntimeWarning,
          r"results file .*demo-.*\.npz is corrupt .*: recomputing it \(a corrupt file is never used\)"),
+    Case("training precision not float64 or float32", "simulate(..., dtype='float16')",
+         lambda: __import__("p2pntk.training").training.simulate(
+             "dgd", lambda theta, x: x @ theta, np.zeros((4, 1)), _tiny()["W"], np.eye(4), _tiny()["y"],
+             _tiny()["owner"], 0.5, [0, 1], dtype="float16"), ValueError,
+         r"dtype must be None \(the precision of params0\) or one of 'float64', 'float32', got 'float16'"),
 ]
 
 
