@@ -41,7 +41,7 @@ PUBLIC = {
     **dict.fromkeys(("topology", "mixing_matrix", "check_mixing_matrix", "mixing_schedule", "consensus_rate",
                      "spectral_gap", "consensus_errors", "TOPOLOGIES", "RULES"), "graphs"),
     **dict.fromkeys(("relative_error", "loglog_slope", "mse", "mean_loss", "error_rate", "output_disagreement",
-                     "movement_error"), "metrics"),
+                     "movement_error", "agent_losses", "agent_error_rates", "network_loss"), "metrics"),
     **dict.fromkeys(("CoefficientSystem", "traced_kernel"), "coefficients"),
     **dict.fromkeys(("row_space_factor", "row_space_coordinates", "row_space_norms", "parameter_disagreement",
                      "local_gradients", "local_gradients_norm", "centralized_minimizer"), "geometry"),
