@@ -84,3 +84,49 @@ def test_bench_command_passes_options_to_the_benchmark_suite():
     assert out.returncode == 0 and "--quick" in out.stdout and "--only" in out.stdout
     out = cli("bench", "--only", "nosuch")
     assert out.returncode == 2 and "invalid choice: 'nosuch'" in out.stderr and "predict" in out.stderr
+
+
+def test_run_prints_the_notebook_under_P2PNTK_BUILD_not_the_root(tmp_path, monkeypatch, capsys):
+    """The fast check of the printed path (the end-to-end test above runs the chapter)."""
+    from p2pntk import cli as cli_module, pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "build", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setenv("P2PNTK_BUILD", str(tmp_path / "elsewhere"))
+    monkeypatch.chdir(ROOT)
+    cli_module.main(["run", "consensus", "-p", "n_agents=9"])
+    out = capsys.readouterr().out
+    assert out == f"executed notebook: {(tmp_path / 'elsewhere').resolve() / 'stage' / 'book' / 'consensus.ipynb'}\n"
+    assert str(ROOT / "_build") not in out
+    assert calls[0][1]["extra"] == {"consensus": {"n_agents": 9}}
+
+
+def test_the_command_works_from_any_folder(tmp_path):
+    """Installed from the source checkout (editable), the book's sources are found from elsewhere."""
+    env = {k: v for k, v in os.environ.items() if k != "P2PNTK_ROOT"}
+    out = subprocess.run([sys.executable, "-m", "p2pntk.cli", "chapters"], cwd=tmp_path, capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "consensus  (book/consensus.md)" in out.stdout
+    assert not (tmp_path / "_build").exists()
+
+
+def test_no_book_sources_message_names_P2PNTK_ROOT(tmp_path, monkeypatch, capsys):
+    from p2pntk import cli as cli_module, paths
+
+    monkeypatch.delenv("P2PNTK_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(paths, "SOURCE_CHECKOUT", tmp_path)       # as a non-editable install: no sources
+    assert paths.project_root() == tmp_path.resolve()
+    with pytest.raises(SystemExit) as exc:
+        cli_module.main(["chapters"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"the book's sources (_toc.yml, book/profiles.yml) not found in {tmp_path.resolve()}" in err
+    assert "run p2pntk inside the repository, or set P2PNTK_ROOT=/path/to/repository" in err
+    monkeypatch.setenv("P2PNTK_ROOT", str(tmp_path))
+    for argv, what in ((["chapters"], "the book's sources"), (["bench", "--quick"], "the benchmark suite")):
+        with pytest.raises(SystemExit) as exc:
+            cli_module.main(argv)
+        assert exc.value.code == 2
+        assert f"P2PNTK_ROOT={tmp_path} does not hold {what}" in capsys.readouterr().err

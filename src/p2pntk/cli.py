@@ -19,16 +19,30 @@ lock of :func:`p2pntk.pipeline.build`: while another build runs in the same buil
 folder they stop at once naming it (exit status 1), or wait for it with ``--wait``.
 A chapter that fails keeps the last good executed notebook; the failed one goes to
 ``<chapter>.failed.ipynb`` beside it. ``p2pntk COMMAND --help`` describes each command.
+
+The book's sources are found from any folder (:func:`p2pntk.paths.project_root`: the working
+directory and its parents, then the source checkout of an editable install); otherwise, or
+when ``$P2PNTK_ROOT`` points elsewhere, the command stops naming ``P2PNTK_ROOT`` (exit status 2).
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from pathlib import Path
 
 from . import pipeline
-from .paths import project_root
+from .paths import has_book_sources, project_root
+
+
+def _no_sources_message(root: Path, what: str = "the book's sources (_toc.yml, book/profiles.yml)") -> str:
+    """Where ``what`` was looked for, and how to point at it (``P2PNTK_ROOT``)."""
+    if os.environ.get("P2PNTK_ROOT"):
+        return (f"P2PNTK_ROOT={os.environ['P2PNTK_ROOT']} does not hold {what}: set P2PNTK_ROOT to the "
+                "repository's folder")
+    return (f"{what} not found in {root}, its parents, or the source checkout of the installed package: run "
+            "p2pntk inside the repository, or set P2PNTK_ROOT=/path/to/repository")
 
 
 def _chapters(root: Path) -> dict:
@@ -101,14 +115,17 @@ def main(argv=None) -> None:
     if argv[:1] == ["bench"]:  # every option goes to benchmarks/run.py: --quick, --only NAME..., --json PATH
         import runpy
 
-        bench = project_root() / "benchmarks"
+        root = project_root()
+        if not (root / "benchmarks" / "run.py").is_file():
+            _fail(parser, _no_sources_message(root, "the benchmark suite (benchmarks/run.py)"))
+        bench = root / "benchmarks"
         sys.path.insert(0, str(bench))
         sys.exit(runpy.run_path(str(bench / "run.py"), run_name="p2pntk_bench")["main"](argv[1:]))
     args = parser.parse_args(argv)
 
     root = project_root()
-    if not (root / "_toc.yml").is_file():
-        _fail(parser, f"no _toc.yml in {root} or its parents: run p2pntk inside the repository")
+    if not has_book_sources(root):
+        _fail(parser, _no_sources_message(root))
     profiles = pipeline.read_profiles(root)
     if args.profile not in profiles:
         _fail(parser, f"unknown profile {args.profile!r}; profiles: {', '.join(profiles)}")

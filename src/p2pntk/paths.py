@@ -1,7 +1,10 @@
 """Where the project's generated files live, and the one way they are written.
 
 The project root is the nearest folder at or above the working directory that
-holds ``_toc.yml`` (override with the environment variable ``P2PNTK_ROOT``).
+holds ``_toc.yml``, else the source checkout the package was installed from (an
+editable install, ``pip install -e``: ``src/p2pntk`` two levels below a folder holding
+``_toc.yml``), so the ``p2pntk`` command works from any folder; the environment
+variable ``P2PNTK_ROOT`` overrides both.
 Everything generated goes under ``<root>/_build`` (git-ignored; ``P2PNTK_BUILD``
 overrides): executed notebooks (:func:`stage_dir`), figures, results. The HTML
 book is always ``<root>/_build/html``.
@@ -19,15 +22,26 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: mkstemp creates files 0600, written files get the usual 0666 & ~umask
 
 
+#: Where the book's sources are when the package runs from its source checkout (editable install).
+SOURCE_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
 def project_root() -> Path:
-    """The repository root (folder holding ``_toc.yml``), or the working directory."""
+    """The repository root: ``$P2PNTK_ROOT``, else the nearest folder at or above the working
+    directory holding ``_toc.yml``, else :data:`SOURCE_CHECKOUT` if it holds one, else the
+    working directory (where :func:`has_book_sources` is false)."""
     if os.environ.get("P2PNTK_ROOT"):
         return Path(os.environ["P2PNTK_ROOT"]).resolve()
     here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
+    for folder in (here, *here.parents, SOURCE_CHECKOUT):
         if (folder / "_toc.yml").is_file():
             return folder
     return here
+
+
+def has_book_sources(root: Path) -> bool:
+    """Whether ``root`` holds the book's sources (``_toc.yml`` and ``book/profiles.yml``)."""
+    return (root / "_toc.yml").is_file() and (root / "book" / "profiles.yml").is_file()
 
 
 def build_dir() -> Path:
