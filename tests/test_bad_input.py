@@ -29,3 +29,13 @@ def test_attempt_reports_what_was_raised_or_warned():
     assert kind == "RuntimeWarning" and re.search(cases["step size beyond the sufficient bound"].match, msg)
     good = bad_input.Case("no error", "len([])", lambda: len([]), ValueError, "")
     assert bad_input.attempt(good) == ("nothing", "")
+
+
+def test_the_kernel_cases_of_predict_name_their_parameter():
+    """predict's kernel arguments: each message names the parameter (kernel, kernel_fn, batch_size)."""
+    cases = [c for c in bad_input.CASES if c.input.startswith("predict(")]
+    assert len(cases) >= 5
+    for case in cases:
+        kind, msg = bad_input.attempt(case)
+        assert kind == "ValueError" and any(name in msg for name in ("kernel", "batch_size")), (case.row, msg)
+    assert "allowed: empirical, shared, analytic" in bad_input.attempt(cases[0])[1]

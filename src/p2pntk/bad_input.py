@@ -262,6 +262,20 @@ CASES = [
              "dgd", lambda theta, x: x @ theta, np.zeros((4, 1)), _tiny()["W"], np.eye(4), _tiny()["y"],
              _tiny()["owner"], 0.5, [0, 1], dtype="float16"), ValueError,
          r"dtype must be None \(the precision of params0\) or one of 'float64', 'float32', got 'float16'"),
+    Case("unknown kernel kind", "predict(..., kernel='ntk')", lambda: _predict_own(kernel="ntk"), ValueError,
+         r"unknown kernel='ntk'; allowed: empirical, shared, analytic, or a precomputed \(K, K_test\) tuple"),
+    Case("analytic kernel without kernel_fn", "predict(..., kernel='analytic')",
+         lambda: _predict_own(kernel="analytic"), ValueError, r"kernel='analytic' needs kernel_fn"),
+    Case("precomputed kernel of the wrong shape", "predict(..., kernel=np.eye(3)) with N = 4",
+         lambda: _predict_own(kernel=np.eye(3)), ValueError,
+         r"kernel: K must have shape \(N, N\) = \(4, 4\) \(shared\) or \(N, C, N, C\) = \(4, 1, 4, 1\) "
+         r"\(output-resolved\), got \(3, 3\)"),
+    Case("precomputed test kernel of the wrong shape", "predict(..., x_test=x[:2], kernel=(K, np.eye(4)))",
+         lambda: _predict_own(x_test=np.eye(4)[:2], kernel=(np.eye(4), np.eye(4))), ValueError,
+         r"kernel: K_test must have shape \(2, 4\) \(N_test = 2, shared like K\), got \(4, 4\)"),
+    Case("kernel batch size not a positive integer", "predict(..., batch_size=0)",
+         lambda: _predict_own(batch_size=0), ValueError,
+         r"batch_size must be a positive integer \(points per kernel block\) or None .*got 0"),
 ]
 
 
@@ -296,3 +310,12 @@ def table(only: str = ""):
         rows.append({"bad input": case.row, "call": case.input, "raises": kind, "message": message,
                      "as expected": "yes" if ok else "NO"})
     return pd.DataFrame(rows, index=range(1, len(rows) + 1))
+
+
+def _predict_own(**options):
+    """:func:`p2pntk.prediction.predict` of DGD on the tiny problem with a linear model f(x) = x θ."""
+    from .prediction import predict
+
+    p = _tiny()
+    return predict("dgd", lambda theta, x: x @ theta, np.zeros((4, 1)), p["W"], np.eye(4), p["y"], p["owner"], 0.5,
+                   [0, 1], **options)
