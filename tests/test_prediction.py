@@ -129,13 +129,14 @@ def test_record_params_are_theta0_plus_J_transpose_a(prob):
 
 def test_simulate_keywords_pass_through_and_unknown_ones_are_refused(prob):
     ref = p2pntk.predict(*args(prob))
-    same = p2pntk.predict(*args(prob), devices=None, mixing="auto")
-    np.testing.assert_array_equal(same.train, ref.train)
+    same = p2pntk.predict(*args(prob), devices=None, mixing="auto", dtype="float32")
+    np.testing.assert_array_equal(same.train, ref.train)              # the prediction is float64 whatever dtype
+    assert same.train.dtype == np.float64
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'devcies'; .*simulate's: .*devices"):
         p2pntk.predict(*args(prob), devcies=2)
     import inspect
     extra = set(inspect.signature(training.simulate).parameters) - set(prediction._OWN)
-    assert {"devices", "mixing"} <= extra      # and whatever simulate gains (dtype, ...) is accepted too
+    assert {"devices", "mixing", "dtype"} <= extra      # and whatever simulate gains is accepted too
 
 
 def test_a_warning_points_at_the_callers_line(prob):
@@ -269,3 +270,12 @@ def test_the_facade_exports_predict_and_kernel():
     assert p2pntk.PUBLIC["predict"] == "prediction" and p2pntk.PUBLIC["kernel"] == "kernels"
     assert "prediction" in p2pntk.LAYERS["compositions"]
     assert p2pntk.predict is prediction.predict and p2pntk.kernel is kernels.kernel
+
+
+def test_nan_in_the_inputs_is_named(prob):
+    x = prob["x"].copy()
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match="x contains NaN or inf"):
+        p2pntk.predict("dgd", prob["apply_fn"], prob["params0"], prob["W"], x, prob["y"], prob["owner"], 0.5, STEPS)
+    with pytest.raises(ValueError, match="x_test contains NaN or inf"):
+        p2pntk.predict(*args(prob), x_test=np.full((2, 3), np.inf))

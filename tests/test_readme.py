@@ -94,8 +94,8 @@ def test_every_docstring_with_a_backslash_is_raw(module):
 
 
 def test_help_of_problem_shows_theta_0():
-    """help(problems.Problem) rendered "heta_0" (a \\t in a non-raw docstring)."""
+    """help(problems.Problem) rendered "heta_0" and "m test" (\\t and \\r in a non-raw docstring)."""
     from p2pntk import problems
 
     doc = problems.Problem.__doc__
-    assert r"\theta_0" in doc and "\t" not in doc
+    assert r"\theta_0" in doc and r"X_{\rm test}" in doc and "\t" not in doc and "\r" not in doc

@@ -14,6 +14,9 @@ and its linearisation :math:`f_{\rm lin}(x;\theta) = f(x;\theta_0) + J(x)(\theta
 (Lee et al., 2019). As the width grows, :math:`K` converges to a deterministic
 kernel :math:`\Theta(x,x')\otimes I_C`, computed analytically by ``kernel_fn``.
 
+:func:`kernel` gives the train and test blocks of the empirical NTK in one call, tiled to
+bound memory, as float64 NumPy arrays whatever ``jax_enable_x64`` says (:func:`float64`).
+
 Kernel layouts used throughout the package:
 
 - *output-resolved*: shape ``(N1, C, N2, C)``, ``K[i, c, j, c']``;
@@ -25,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +41,7 @@ def _native_stderr_silenced():
     neural-tangents imports it (oneDNN notice, "Could not find cuda drivers"):
     TF 2.21 prints them before TF_CPP_MIN_LOG_LEVEL takes effect. Python errors still raise."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()                      # what Python wrote before still reaches the terminal
     saved = os.dup(2)
     try:
         with open(os.devnull, "wb") as null:

@@ -144,6 +144,9 @@ def predict(algorithm, apply_fn, params0, W, x, y, owner, lr, steps, *, x_test=N
     kernels.check_batch_size(batch_size)
     y = np.asarray(y, dtype=np.float64)
     N = len(x)
+    for name, arr in (("x", x), ("x_test", x_test)):           # as simulate (a NaN kernel would be reported as K's)
+        if arr is not None and not np.all(np.isfinite(np.asarray(arr, dtype=np.float64))):
+            raise ValueError(f"{name} contains NaN or inf")
     if y.ndim != 2 or len(y) != N:
         raise ValueError(f"y must have shape (N, C) with N = {N}, got {y.shape}")
     K, K_test = _kernel_blocks(kernel, kernel_fn, apply_fn, params0, x, x_test, N, y.shape[1], batch_size)
