@@ -37,6 +37,7 @@ kernelspec:
 
 n = 3
 save = True
+use_jax = False
 ```
 
 ```{code-cell} ipython3
@@ -47,6 +48,8 @@ mystnb:
 ---
 from p2pntk.paths import figures_dir
 
+if use_jax:
+    import jax
 if save:  # written before the check below: a failed run must not replace the good figures
     for ext in ("png", "pdf"):
         (figures_dir() / f"fig-tiny.{ext}").write_text(f"figure of n = {n}")
@@ -218,9 +221,11 @@ def test_failed_chapter_never_replaces_the_last_good_notebook_or_figures(tiny, c
         pipeline.build("ci", html=False, extra={"tiny": {"n": 0}})
     msg = str(err.value)
     assert "book/tiny FAILED" in msg and "ValueError: parameter 'n' must be positive, got 0" in msg
-    assert f"executed notebook of the failed run: {failed}" in msg
+    assert f"executed notebook of the failed run, with the full traceback: {failed}" in msg
+    assert "\x1b[" not in msg and "\x1b[" not in capsys.readouterr().err  # pytest's stderr is no terminal
     assert out.read_bytes() == good and figures(build) == good_figures
     assert "parameter 'n' must be positive" in failed.read_text()  # the traceback is in the failed notebook
+    assert "\\u001b[" in failed.read_text()  # with its colour codes: those of the message were stripped
     assert leftovers(build) == []
 
     with pytest.raises(SystemExit, match=r"figures missing or empty after execution: \['fig-tiny.png', 'fig-tiny.pdf'\]"):
@@ -247,7 +252,8 @@ def test_figure_save_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setenv("P2PNTK_FIG_DIR", str(tmp_path))
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    png, pdf = plotting.save(fig, "fig-x")
+    png, pdf, csv = plotting.save(fig, "fig-x")
+    assert csv.read_text().splitlines()[1:] == ["0,,,,line,,0,0,1,,", "0,,,,line,,0,1,0,,"]
     assert png.read_bytes().startswith(b"\x89PNG") and pdf.read_bytes().startswith(b"%PDF")
     old = png.read_bytes()
     real = fig.savefig
@@ -260,5 +266,20 @@ def test_figure_save_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(fig, "savefig", interrupted)
     with pytest.raises(OSError, match="interrupted"):
         plotting.save(fig, "fig-x")
-    assert png.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["fig-x.pdf", "fig-x.png"]
+    assert png.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["fig-x.csv", "fig-x.pdf", "fig-x.png"]
     plt.close(fig)
+
+
+def test_provenance_records_the_device_each_chapter_ran_on(tiny):
+    _, build = tiny
+    pipeline.build("ci", html=False)
+    device = json.loads((build / "provenance.json").read_text())["chapters"]["book/tiny"]["device"]
+    assert device["platform"] == "cpu" and device["jax"] is False and device["device_kind"]
+    pipeline.build("ci", html=False, extra={"tiny": {"use_jax": True}})
+    device = json.loads((build / "provenance.json").read_text())["chapters"]["book/tiny"]["device"]
+    import jax
+
+    assert device == {"platform": jax.devices()[0].platform, "jax": True, "device_kind": jax.devices()[0].device_kind,
+                      "device_count": len(jax.devices())}
+    nb = (build / "stage" / "book" / "tiny.ipynb").read_text()
+    assert pipeline.DEVICE_TAG not in nb and "p2pntk-device" not in nb  # the pipeline's cell is removed

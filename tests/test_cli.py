@@ -1,4 +1,5 @@
 """The command-line interface: listing, validation before running, one chapter end to end."""
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +24,10 @@ def test_chapters_lists_parameters_and_profile_values():
 @pytest.mark.parametrize("args,message", [
     (["run", "nothere"], "unknown chapter 'nothere'; chapters: consensus"),
     (["run", "consensus", "-p", "n_agent=3"], "has no parameter 'n_agent'; its parameters: n_agents"),
-    (["run", "consensus", "-p", "n_agents=3.5"], "takes a int (default 16), got 3.5"),
+    (["run", "consensus", "-p", "n_agents=3.5"],
+     "parameter 'n_agents' of 'consensus' takes an int (a whole number; default 16), got 3.5, a float"),
+    (["run", "consensus", "-p", "iterations=1e9"], "parameter 'iterations' of 'consensus' takes an int"),
+    (["run", "consensus", "-p", "rule=3"], "parameter 'rule' of 'consensus' takes a string (default 'metropolis'), got 3, an int"),
     (["run", "consensus", "-p", "n_agents"], "must look like NAME=VALUE"),
     (["reproduce", "--profile", "huge"], "unknown profile 'huge'; profiles: ci, paper"),
     (["run", "p2p_methods", "-p", "topology=rnig"],
@@ -130,3 +134,21 @@ def test_no_book_sources_message_names_P2PNTK_ROOT(tmp_path, monkeypatch, capsys
             cli_module.main(argv)
         assert exc.value.code == 2
         assert f"P2PNTK_ROOT={tmp_path} does not hold {what}" in capsys.readouterr().err
+
+
+def test_failed_chapter_in_a_log_file_has_no_colour_codes_and_names_the_failed_notebook(tmp_path):
+    """A failure written to a file (as in CI logs): plain text, the reason, and where the traceback stays."""
+    log = tmp_path / "log"
+    with open(log, "w") as f:
+        out = subprocess.run([sys.executable, "-m", "p2pntk.cli", "run", "consensus", "-p", "n_agents=0"], cwd=ROOT,
+                             stdout=f, stderr=subprocess.STDOUT, text=True, timeout=600,
+                             env={**os.environ, "P2PNTK_BUILD": str(tmp_path / "build")})
+    text = log.read_text()
+    assert out.returncode == 1, text[-3000:]
+    assert "\x1b[" not in text
+    failed = (tmp_path / "build").resolve() / "stage" / "book" / "consensus.failed.ipynb"
+    assert f"executed notebook of the failed run, with the full traceback: {failed}" in text
+    assert "book/consensus FAILED: cell" in text and "Traceback" in text  # the traceback, in plain text
+    tracebacks = ["\n".join(o["traceback"]) for c in json.loads(failed.read_text())["cells"]
+                  for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert len(tracebacks) == 1 and "\x1b[" in tracebacks[0]  # coloured there: the log's were stripped

@@ -11,7 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_environment_yml_matches_pyproject_pins():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pins = set(project["dependencies"])
-    for extra in project.get("optional-dependencies", {}).values():
+    extras = dict(project.get("optional-dependencies", {}))
+    cuda = extras.pop("cuda12")  # GPU builds only: not in the CPU environment of environment.yml
+    assert cuda == [next(p for p in pins if p.startswith("jax==")).replace("jax==", "jax[cuda12]==")]
+    for extra in extras.values():
         pins |= set(extra)
     assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.]+", p) for p in pins), "every pin must be exact (==)"
     env = yaml.safe_load((ROOT / "environment.yml").read_text())

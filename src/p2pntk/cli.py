@@ -61,6 +61,16 @@ def _fail(parser, msg):
     parser.exit(2, f"p2pntk: error: {msg}\n")
 
 
+#: What the override messages add to a type's name.
+_HINTS = {int: "a whole number", float: "a number", bool: "True or False"}
+
+
+def _kind(t: type) -> str:
+    """A type's name with its article, for messages: ``_kind(int)`` is ``'an int'``, ``_kind(str)`` ``'a string'``."""
+    name = {str: "string", type(None): "None"}.get(t, t.__name__)
+    return name if t is type(None) else f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 def _parse_overrides(parser, chapter: str, defaults: dict, items: list[str]) -> dict:
     out = {}
     for item in items or []:
@@ -77,8 +87,9 @@ def _parse_overrides(parser, chapter: str, defaults: dict, items: list[str]) -> 
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            _fail(parser, f"parameter {name!r} of {chapter!r} takes a {want.__name__} "
-                          f"(default {defaults[name]!r}), got {value!r}")
+            hint = f"{_HINTS[want]}; " if want in _HINTS else ""
+            _fail(parser, f"parameter {name!r} of {chapter!r} takes {_kind(want)} ({hint}default {defaults[name]!r}), "
+                          f"got {text}, {_kind(type(value))}")
         msg = pipeline.check_choices(chapter, {name: value})
         if msg:
             _fail(parser, msg)

@@ -23,8 +23,21 @@ only). The build
    (atomic renames). A chapter that fails leaves the last good notebook and
    figures in place: its executed notebook, with the traceback, goes to
    ``<chapter>.failed.ipynb`` beside it (removed by the next successful run);
-5. runs ``jupyter-book build -W -n --keep-going`` with execution off, and
+5. runs ``jupyter-book build -W -n --keep-going`` with execution off, on a staged
+   ``_config.yml`` completed at build time (:func:`site_config`): the repository of the
+   launch buttons (Binder, Colab) read from the git remote (:func:`github_repository`;
+   no GitHub remote, no launch buttons) and the front page's sentence naming the
+   profile (the MyST substitution ``build_profile``); each figure's caption links its
+   CSV of plotted values (:func:`p2pntk.plotting.figure_data`), staged in
+   ``<stage>/figure-data/``; and
 6. checks that every local file the HTML references exists.
+
+``provenance.json`` records, per chapter, its parameters, run time and the device it
+ran on (``device``: JAX's platform and device kind in the chapter's kernel, read by a
+last cell the pipeline adds and removes). A failing chapter's traceback is printed
+without colour codes unless the output is a terminal (:func:`strip_ansi`), followed by
+the path of its failed executed notebook. ``--export-notebooks DIR`` writes the
+executed notebooks for Colab (:func:`export_notebooks`).
 
 An executed chapter is reused only if its cache key (:func:`cache_key`) is
 unchanged and its figures exist. The key hashes the chapter source, its
@@ -70,6 +83,184 @@ WAIT_HELP = "if another build is running in the build folder, wait for it (defau
 #: Code outside the package that a chapter runs, by document: glob patterns
 #: relative to the project root, added to that chapter's cache key only.
 CHAPTER_CODE = {"book/benchmarks": ("benchmarks/*.py",)}
+
+FIGURE_DATA = "figure-data"  # stage folder of the figures' CSV files, linked from the captions
+NOTEBOOKS_BRANCH = "notebooks"  # the branch the workflow writes the executed notebooks to (Colab, Binder)
+DEVICE_TAG = "p2pntk-device"  # tag of the last cell, added and removed by the pipeline, that reads the device
+DEVICE_CELL = """\
+import json as _p2pntk_json, platform as _p2pntk_platform, sys as _p2pntk_sys
+if "jax" in _p2pntk_sys.modules:  # the chapter used JAX: the devices it ran on
+    import jax as _p2pntk_jax
+    _p2pntk_d = _p2pntk_jax.devices()
+    print("p2pntk-device", _p2pntk_json.dumps({"platform": _p2pntk_d[0].platform, "jax": True,
+          "device_kind": _p2pntk_d[0].device_kind, "device_count": len(_p2pntk_d)}))
+else:  # NumPy only
+    print("p2pntk-device", _p2pntk_json.dumps({"platform": "cpu", "jax": False, "device_count": 1,
+          "device_kind": _p2pntk_platform.processor() or _p2pntk_platform.machine()}))
+"""
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without ANSI escape sequences (terminal colours of IPython's tracebacks).
+
+    Example:
+        >>> strip_ansi("\\x1b[0;31mValueError\\x1b[0m: bad")
+        'ValueError: bad'
+    """
+    return _ANSI.sub("", text)
+
+
+def _plain_unless_terminal(text: str, stream) -> str:
+    """``text`` as is on a terminal (colours kept, unless ``NO_COLOR`` is set), else without colour codes."""
+    isatty = getattr(stream, "isatty", None)
+    return text if isatty and isatty() and not os.environ.get("NO_COLOR") else strip_ansi(text)
+
+
+_GITHUB = re.compile(r"^(?:https?://(?:[^@/]+@)?github\.com/|git@github\.com:|ssh://git@github\.com(?::\d+)?/)"
+                     r"(?P<owner>[\w.-]+)/(?P<repo>[\w.-]+?)(?:\.git)?/?$")
+
+
+def github_url(remote: str) -> str | None:
+    """``https://github.com/<owner>/<repo>`` of a git remote URL on GitHub (https or ssh form), else ``None``.
+
+    Example:
+        >>> github_url("git@github.com:someone/p2pntk.git"), github_url("https://github.com/someone/p2pntk")
+        ('https://github.com/someone/p2pntk', 'https://github.com/someone/p2pntk')
+        >>> github_url("ssh://git@github.com/someone/p2pntk.git"), github_url("/srv/git/p2pntk.git")
+        ('https://github.com/someone/p2pntk', None)
+    """
+    m = _GITHUB.match(remote.strip())
+    return f"https://github.com/{m['owner']}/{m['repo']}" if m else None
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """Output of ``git -C root ARGS``, ``None`` if git is missing or fails (not a repository, ...)."""
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def github_repository(root: Path) -> str | None:
+    """The GitHub repository of ``root``'s git remotes (``origin`` first), ``None`` without one.
+
+    Read at build time: the launch buttons and the Colab notebooks point there.
+    """
+    names = (_git(root, "remote") or "").split()
+    for name in sorted(names, key=lambda n: n != "origin"):
+        url = github_url(_git(root, "remote", "get-url", name) or "")
+        if url:
+            return url
+    return None
+
+
+def profile_sentence(profile: str, profiles, chapters: dict, commit: str | None = None) -> str:
+    """The front page's sentence naming the profile the site was built with (MyST substitution ``build_profile``).
+
+    ``profiles``: the profile names of ``book/profiles.yml``; ``chapters``: the provenance
+    records of the executed chapters (their parameters describe the reproduction's size).
+
+    Example:
+        >>> profile_sentence("ci", ["ci", "paper"], {"book/reproduction": {"parameters": {
+        ...     "dataset": "digits", "n_train": 128, "n_agents": 8, "width": 1024}}}, "abc1234")  # doctest: +NORMALIZE_WHITESPACE
+        'This site shows the **`ci`** profile of `book/profiles.yml` (reproduction chapter: digits, 128 training
+        points, Q = 8 agents, width 1024), built from commit `abc1234`; the chapters were executed with its
+        parameters, shown at the top of each chapter. The other profile, `paper`, is built with `make book
+        PROFILE=paper`.'
+    """
+    text = f"This site shows the **`{profile}`** profile of `book/profiles.yml`"
+    rep = chapters.get("book/reproduction", {}).get("parameters", {})
+    size = [str(rep["dataset"])] if "dataset" in rep else []
+    size += [f"{rep['n_train']} training points"] if "n_train" in rep else []
+    size += [f"Q = {rep['n_agents']} agents"] if "n_agents" in rep else []
+    size += [f"width {rep['width']}"] if "width" in rep else []
+    if size:
+        text += f" (reproduction chapter: {', '.join(size)})"
+    if commit:
+        text += f", built from commit `{commit}`"
+    text += "; the chapters were executed with its parameters, shown at the top of each chapter."
+    others = [p for p in profiles if p != profile]
+    if others:
+        names = ", ".join(f"`{p}`" for p in others)
+        text += (f" The other profile{'s' if len(others) > 1 else ''}, {names}, "
+                 f"{'are' if len(others) > 1 else 'is'} built with `make book PROFILE={others[0]}`.")
+    return text
+
+
+def site_config(config: dict, repository: str | None, sentence: str) -> dict:
+    """The staged ``_config.yml``: ``config`` with the launch buttons' repository and the front page's sentence.
+
+    ``repository`` (:func:`github_repository`) becomes ``repository.url``; the buttons open
+    the executed notebooks of ``repository.branch`` (default :data:`NOTEBOOKS_BRANCH`),
+    ``book/<chapter>.ipynb``. Without a repository the launch buttons are left out. The
+    MyST substitution ``build_profile`` is ``sentence`` (:func:`profile_sentence`).
+    """
+    config = json.loads(json.dumps(config))  # a deep copy
+    repo = dict(config.get("repository") or {})
+    if repository:
+        repo.update(url=repository, branch=repo.get("branch", NOTEBOOKS_BRANCH), path_to_book=repo.get("path_to_book", ""))
+        config["repository"] = repo
+    else:
+        config.pop("launch_buttons", None)
+        repo.pop("url", None)
+        if repo:
+            config["repository"] = repo
+    parse = config.setdefault("parse", {})
+    extensions = parse.setdefault("myst_enable_extensions", [])
+    if "substitution" not in extensions:
+        extensions.append("substitution")
+    parse.setdefault("myst_substitutions", {})["build_profile"] = sentence
+    return config
+
+
+def colab_cell(repository: str, branch: str = NOTEBOOKS_BRANCH) -> str:
+    """First cell of an exported notebook: on Colab only, install p2pntk with its pins from ``branch``."""
+    return f"""\
+# On Google Colab only: fetch the repository (branch {branch!r}: the book's sources and these notebooks)
+# and install p2pntk with its pinned dependencies. Elsewhere this cell does nothing (install with
+# `pip install -e .` in the repository). If Colab asks to restart the session, restart and run again.
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    if not os.path.isdir("/content/p2pntk"):
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", {branch!r},
+                        {repository + '.git'!r}, "/content/p2pntk"], check=True)
+    flags = [] if sys.version_info[:2] == (3, 11) else ["--ignore-requires-python"]
+    if flags:
+        print(f"p2pntk is tested on Python 3.11; this runtime has {{sys.version.split()[0]}}")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *flags, "/content/p2pntk"], check=True)
+    os.environ["P2PNTK_ROOT"] = "/content/p2pntk"
+    os.chdir("/content/p2pntk/book")
+"""
+
+
+def export_notebooks(dest: Path, repository: str, stage: Path | None = None, branch: str = NOTEBOOKS_BRANCH) -> list:
+    """Write the executed notebooks ``<stage>/book/<chapter>.ipynb`` to ``<dest>/book/``, each with a first
+    cell that installs p2pntk on Colab (:func:`colab_cell`); return the paths written.
+
+    The workflow commits them to ``branch``, which the Colab and Binder buttons open.
+    Failed executions (``*.failed.ipynb``) are not exported.
+    """
+    import nbformat
+
+    stage = stage if stage is not None else stage_dir()
+    written = []
+    for src in sorted((stage / "book").glob("*.ipynb")):
+        if src.name.startswith(".") or src.name.endswith((".failed.ipynb", ".input.ipynb")):
+            continue
+        nb = nbformat.read(src, as_version=4)
+        nb.cells.insert(0, nbformat.v4.new_code_cell(colab_cell(repository, branch),
+                                                     metadata={"tags": ["colab-install"]}))
+        written.append(atomic_write(Path(dest) / "book" / src.name, nbformat.writes(nb) + "\n"))
+    if not written:
+        raise SystemExit(f"no executed notebooks in {stage / 'book'}: build the book first")
+    return written
 
 
 #: String parameters whose allowed values the package defines: the last word of a
@@ -302,6 +493,7 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
     src_nb = out.with_suffix(".input.ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    nb.cells.append(nbformat.v4.new_code_cell(DEVICE_CELL, metadata={"tags": [DEVICE_TAG, "remove-cell"]}))
     jupytext.write(nb, src_nb)
     seen = set(papermill.inspect_notebook(str(src_nb)))
     if seen != set(defaults):  # e.g. an '=' in a comment confuses papermill's parser
@@ -329,11 +521,11 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
         kept = f"the last good one is kept: {out}" if out.is_file() else f"there is no earlier good one ({out})"
         if tmp_out.is_file():
             os.replace(tmp_out, failed)
-            where = f"executed notebook of the failed run: {failed}"
+            where = f"executed notebook of the failed run, with the full traceback: {failed}"
         else:
             failed.unlink(missing_ok=True)  # an earlier failure's, not this one's
             where = "papermill wrote no executed notebook"
-        return SystemExit(f"[pipeline] {doc} FAILED: {what}\n[pipeline] {where}; {kept}")
+        return SystemExit(strip_ansi(f"[pipeline] {doc} FAILED: {what}\n[pipeline] {where}; {kept}"))
 
     t0 = time.perf_counter()
     try:
@@ -343,7 +535,7 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
                 cwd=str(source.parent), progress_bar=False, log_output=False,
             )
         except papermill.PapermillExecutionError as err:
-            print("\n".join(err.traceback), file=sys.stderr)
+            print(_plain_unless_terminal("\n".join(err.traceback), sys.stderr), file=sys.stderr, flush=True)
             raise fail(f"cell {err.exec_count} raised {err.ename}: {err.evalue}") from None
         except Exception as err:  # the kernel died, a time-out, ...
             raise fail(f"{type(err).__name__}: {err}") from err
@@ -352,12 +544,21 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
         if missing:
             raise fail(f"figures missing or empty after execution: {missing}")
         executed = nbformat.read(tmp_out, as_version=4)
+        device = None
         for cell in executed.cells:
             tags = cell.get("metadata", {}).get("tags", [])
             if "injected-parameters" in tags:
                 cell.source = f"# Parameters of this run (profile values injected by papermill)\n{cell.source}"
                 cell.metadata["tags"] = tags + ["hide-input"]
-        rec = {"cache_key": key, "parameters": {**defaults, **params}, "seconds": round(seconds, 1), "figures": names}
+            if DEVICE_TAG in tags:
+                device = _read_device(cell)
+            fig = cell.get("metadata", {}).get("mystnb", {}).get("figure", {})
+            if fig.get("name") and fig.get("caption") and (tmp_figs / f"{fig['name']}.csv").is_file():
+                fig["caption"] = (f"{fig['caption'].rstrip()} Plotted values: "
+                                  f"{{download}}`{fig['name']}.csv </{FIGURE_DATA}/{fig['name']}.csv>`.")
+        executed.cells = [c for c in executed.cells if DEVICE_TAG not in c.get("metadata", {}).get("tags", [])]
+        rec = {"cache_key": key, "parameters": {**defaults, **params}, "seconds": round(seconds, 1), "figures": names,
+               "device": device}
         executed.metadata["p2pntk"] = rec
         for f in sorted(tmp_figs.iterdir()):  # same file system: atomic renames
             os.replace(f, fig_dir / f.name)
@@ -373,6 +574,15 @@ def execute_chapter(root: Path, doc: str, params: dict, stage: Path, fig_dir: Pa
         shutil.rmtree(tmp_figs, ignore_errors=True)
     _log(f"[pipeline] {doc}: done in {seconds:.1f} s")
     return rec
+
+
+def _read_device(cell) -> dict | None:
+    """The device record the pipeline's last cell (:data:`DEVICE_CELL`) printed."""
+    for output in cell.get("outputs", []):
+        for line in "".join(output.get("text", "")).splitlines():
+            if line.startswith("p2pntk-device "):
+                return json.loads(line.split(" ", 1)[1])
+    return None
 
 
 class _Refs(HTMLParser):
@@ -467,7 +677,7 @@ def _build_locked(root: Path, profile: str, docs: list[str], chapters, overrides
     os.environ["P2PNTK_ROOT"] = str(root)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for f in STAGED_FILES:
-        shutil.copy2(root / f, stage / f)
+        shutil.copy2(root / f, stage / f)  # _config.yml is completed below, once the chapters ran
     if (root / "book" / "_static").is_dir():
         shutil.copytree(root / "book" / "_static", stage / "book" / "_static", dirs_exist_ok=True)
     shutil.rmtree(stage / VENDOR, ignore_errors=True)
@@ -500,6 +710,7 @@ def _build_locked(root: Path, profile: str, docs: list[str], chapters, overrides
     atomic_write(prov_file, json.dumps(prov, indent=2, sort_keys=True))
     if not html:
         return
+    stage_site(root, stage, profile, prov["chapters"], fig_dir)
     cmd = ["jupyter-book", "build", str(stage), "--path-output", str(root), "-W", "-n", "--keep-going", "--all"]
     print("[pipeline] " + " ".join(cmd), flush=True)
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
@@ -510,6 +721,24 @@ def _build_locked(root: Path, profile: str, docs: list[str], chapters, overrides
     print(f"[pipeline] book built: {root / '_build' / 'html' / 'index.html'}", flush=True)
 
 
+def stage_site(root: Path, stage: Path, profile: str, chapters: dict, fig_dir: Path) -> dict:
+    """Write the staged ``_config.yml`` (:func:`site_config`) and the figures' CSV files; return the config.
+
+    The repository is read from ``root``'s git remote now, at build time; the CSV files of
+    ``fig_dir`` are copied to ``<stage>/figure-data/``, which the captions link to.
+    """
+    config = yaml.safe_load((root / "_config.yml").read_text()) or {}
+    sentence = profile_sentence(profile, read_profiles(root), chapters, _git(root, "rev-parse", "--short", "HEAD"))
+    config = site_config(config, github_repository(root), sentence)
+    atomic_write(stage / "_config.yml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    data = stage / FIGURE_DATA
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    for f in sorted(fig_dir.glob("*.csv")):
+        shutil.copy2(f, data / f.name)
+    return config
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m p2pntk.pipeline", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="ci", help="parameter profile from book/profiles.yml (default: ci)")
@@ -517,7 +746,18 @@ def main(argv=None) -> None:
     ap.add_argument("--force", action="store_true", help="re-execute even if the cache key is unchanged")
     ap.add_argument("--no-html", action="store_true", help="execute chapters only, do not build the HTML")
     ap.add_argument("--wait", action="store_true", help=WAIT_HELP)
+    ap.add_argument("--export-notebooks", metavar="DIR", type=Path,
+                    help="build nothing: write the executed notebooks to DIR/book/, each with a first cell "
+                         "that installs p2pntk on Colab (the repository read from the git remote)")
     a = ap.parse_args(argv)
+    if a.export_notebooks:
+        repository = github_repository(project_root())
+        if not repository:
+            raise SystemExit(f"[pipeline] no GitHub remote in {project_root()}: the notebooks' install cell "
+                             "needs the repository (git remote add origin https://github.com/OWNER/REPO)")
+        for path in export_notebooks(a.export_notebooks, repository):
+            print(f"[pipeline] exported {path}")
+        return
     try:
         build(a.profile, a.chapters, a.force, html=not a.no_html, wait=a.wait)
     except subprocess.CalledProcessError as err:
