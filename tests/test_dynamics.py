@@ -353,3 +353,30 @@ def test_time_varying_mixing_trains_as_its_closed_form(prob):
     assert rel(fixed.train[-1] - f0, pred.train[-1] - f0) > 1e-3
     with pytest.raises(ValueError, match="schedule"):
         dynamics.linearized_flow_outputs("dgd", Ws, K, p["owner"], f0, p["y"], lr, [1.0])
+
+
+def test_sweep_marks_diverged_configurations_without_overflow_warnings():
+    """A step size far beyond the threshold: the sweep marks its cells diverged, they are NaN
+    from the iteration they left every bound on, no NumPy overflow warning is issued, and the
+    other cells equal their own runs bit for bit."""
+    rng = np.random.default_rng(3)
+    owner, K = np.repeat(np.arange(4), 2), np.eye(8)
+    f0, y = np.zeros((8, 1)), rng.standard_normal((8, 1))
+    Ws = [graphs.mixing_matrix(graphs.topology(t, 4)) for t in ("ring", "complete")]
+    lrs, steps = [0.1, 0.4, 50.0], [0, 5, 400]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sw = dynamics.linearized_sweep("dgd", Ws, K, owner, f0, y, lrs, steps)
+    assert caught and all("exceeds the sufficient stable step size" in str(w.message) for w in caught)
+    assert sw.diverged.tolist() == [[False, False], [False, False], [True, True]]
+    assert ((sw.diverged_at[2] > 5) & (sw.diverged_at[2] < 400)).all() and (sw.diverged_at[:2] == -1).all()
+    assert np.isfinite(sw.train[2, :, :2]).all() and np.isnan(sw.train[2, :, 2]).all()
+    for i in range(2):
+        for j, W in enumerate(Ws):
+            np.testing.assert_array_equal(sw.train[i, j], dynamics.linearized_outputs("dgd", W, K, owner, f0, y, lrs[i],
+                                                                                      steps).train)
+    with warnings.catch_warnings(record=True) as caught:           # every cell diverges: stops early, NaN
+        warnings.simplefilter("always")
+        all_div = dynamics.linearized_sweep("dgd", Ws, K, owner, f0, y, [50.0], [0, 10 ** 6])
+    assert all_div.diverged.all() and np.isnan(all_div.train[:, :, 1]).all()
+    assert not [w for w in caught if "overflow" in str(w.message) or "invalid value" in str(w.message)]

@@ -114,3 +114,31 @@ def test_sweep_keys_shapes_and_one_warning_per_cell_beyond_the_bound():
     assert {"lr", "pred_error", "actual_error", "pred_loss", "actual_loss", "seconds_predict_all"} <= set(sw)
     assert sw["pred_error"].shape == sw["pred_loss"].shape == sw["lr"].shape == (2, 3)
     assert np.isfinite(sw["pred_loss"]).all() and np.isfinite(sw["actual_loss"]).sum() == 1
+    assert sw["pred_diverged"].shape == sw["actual_diverged"].shape == (2, 3)
+    assert not sw["pred_diverged"].any() and not sw["actual_diverged"].any()
+
+
+def test_sweep_marks_diverged_cells_predicted_and_trained():
+    """At 40 x the DGD bound the closed form leaves every bound within the 200 iterations and
+    the trained networks overflow: both are marked, with NaN errors and losses, not numbers."""
+    config = dict(dataset="digits", n_train=40, n_test=20, n_agents=8, width=64, steps=[0, 200])
+    with pytest.warns(RuntimeWarning, match="exceeds the sufficient stable step size") as caught:
+        sw = landscape.sweep(config, [0.5, 40.0], ["ring"], [[0, 0], [1, 0]])
+    assert not [w for w in caught if "overflow" in str(w.message) or "invalid value" in str(w.message)]
+    assert sw["pred_diverged"].tolist() == [[False], [True]] and sw["actual_diverged"].tolist() == [[False], [True]]
+    assert 0 < sw["pred_diverged_at"][1, 0] < 200 and sw["pred_diverged_at"][0, 0] == -1
+    assert np.isnan([sw["pred_error"][1, 0], sw["pred_loss"][1, 0], sw["actual_error"][1, 0]]).all()
+    assert np.isfinite([sw["pred_error"][0, 0], sw["actual_error"][0, 0]]).all()
+
+
+@pytest.mark.parametrize("sample,where", [([[0, 3]], r"sample\[0\] = \[0, 3\]"), ([[0, 0], [2, 0]], r"sample\[1\] = \[2, 0\]"),
+                                          ([[0, 0, 1]], r"sample\[0\] = \[0, 0, 1\]"), ([[0.5, 0]], r"sample\[0\] = \[0\.5, 0\]")])
+def test_sweep_sample_is_checked_before_anything_is_computed(monkeypatch, tmp_path, sample, where):
+    def never(*a, **k):
+        raise AssertionError("computed before the sample was checked")
+
+    monkeypatch.setattr(R, "problem", never)
+    for call in (landscape.sweep, lambda *a: landscape.cached_sweep(*a, folder=tmp_path)):
+        with pytest.raises(ValueError, match=where + r" is outside the grid: each pair is \(step index in 0\.\.1, "
+                                                     r"topology index in 0\.\.2\) for 2 step sizes x 3 topologies"):
+            call(dict(n_train=40), [0.5, 1.0], ["ring", "star", "complete"], sample)

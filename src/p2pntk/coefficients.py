@@ -25,6 +25,8 @@ All computations are float64 NumPy, independent of JAX's precision setting.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import scipy.sparse
 
@@ -219,10 +221,17 @@ class CoefficientSystem:
         """The operations of :mod:`p2pntk.algorithms` on this system's states, with step size(s) ``lr``."""
         return _Ops(self, lr)
 
-    def run(self, algorithm, lr, steps):
+    def run(self, algorithm, lr, steps, *, stop_diverged: bool = False):
         r"""Iterate ``algorithm`` from :math:`a_q(0) = 0` with step sizes ``lr`` (one per state
         column, length L·m) and record at ``steps``: (steps, train, test or None, coef), each
-        (S, L, Q, ·, C)."""
+        (S, L, Q, ·, C).
+
+        With ``stop_diverged``, a configuration whose state exceeds :data:`DIVERGED` in magnitude
+        (or is no longer finite) is diverged: from that iteration its columns are NaN (NaN stays
+        in its own columns: every product acts column by column), no overflow warning is
+        issued, and the iteration stops once every configuration has diverged; the iteration
+        at which each configuration diverged (-1: never), (L,), is returned as a fifth value.
+        """
         alg = algorithms.get(algorithm)
         steps = check_steps(steps)
         n_max = min([len(m.W) for m in self.mixers if not m.periodic] + ([len(self._wk) - 1] if self._wk is not None else []),
@@ -231,15 +240,43 @@ class CoefficientSystem:
             raise ValueError(f"steps go to {steps[-1]} but the mixing/batch schedule was evaluated for {n_max} "
                              "iterations (n_iterations)")
         ops = self.ops(np.asarray(lr, dtype=np.float64))
+        m = self.resid0.shape[1]
+        at = np.full(len(lr) // m, -1)
         state = alg.init(ops, np.zeros((self.Q, self.resid0.shape[0], len(lr))))
         k, recs = 0, []
-        for s in steps:
-            while k < int(s):
-                state = (alg.first if k == 0 and alg.first is not None else alg.step)(ops, state, k)
-                k += 1
-            recs.append(self.record_all(state["x"]))
+        with np.errstate(over="ignore", invalid="ignore") if stop_diverged else contextlib.nullcontext():
+            for s in steps:
+                while k < int(s):
+                    if stop_diverged and (at >= 0).all():         # all diverged: the state stays NaN
+                        k = int(s)
+                        break
+                    state = (alg.first if k == 0 and alg.first is not None else alg.step)(ops, state, k)
+                    k += 1
+                    if stop_diverged:
+                        state = _stop_diverged(state, at, k, m)
+                recs.append(self.record_all(state["x"]))
         train, test, coef = (None if x[0] is None else np.stack(x) for x in zip(*recs))
-        return steps, train, test, coef
+        return (steps, train, test, coef, at) if stop_diverged else (steps, train, test, coef)
+
+
+#: Magnitude of a coefficient beyond which a configuration counts as diverged
+#: (:meth:`CoefficientSystem.run`); far below float64 overflow (1.8e308), far above any convergent run.
+DIVERGED = 1e100
+
+
+def _stop_diverged(state, at, k, m):
+    """Mark (in ``at``, with iteration ``k``) and set to NaN the configurations (blocks of ``m``
+    columns) of ``state`` that exceed :data:`DIVERGED` or are not finite."""
+    size = np.zeros(len(at))
+    for v in state.values():
+        mx = np.abs(v).max(axis=tuple(range(v.ndim - 1))).reshape(-1, m).max(axis=1)
+        size = np.where(np.isnan(mx), np.inf, np.maximum(size, mx))
+    new = (size > DIVERGED) & (at < 0)
+    if not new.any():
+        return state
+    at[new] = k
+    cols = np.repeat(at >= 0, m)
+    return {name: np.where(cols, np.nan, v) for name, v in state.items()}
 
 
 class _Ops:

@@ -31,6 +31,8 @@ All computations are float64 NumPy/SciPy, independent of JAX's precision setting
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.linalg
 
@@ -39,6 +41,19 @@ from .algorithms import DynamicsResult
 from .checks import check_lr, check_steps
 from .coefficients import CoefficientSystem
 from .metrics import relative_error
+
+
+@dataclass
+class SweepResult(DynamicsResult):
+    r"""The outputs of :func:`linearized_sweep`, (I, T, S, ...), and which configurations diverged.
+
+    Attributes:
+        diverged: (I, T) bool, configuration ``[i, j]`` diverged (a coefficient exceeded
+            :data:`p2pntk.coefficients.DIVERGED` in magnitude): its outputs are NaN from the
+            iteration ``diverged_at[i, j]`` on (-1: never diverged).
+    """
+    diverged: np.ndarray | None = None
+    diverged_at: np.ndarray | None = None
 
 
 def linearized_outputs(algorithm, W, K, owner, f0, y, lr, steps, *, K_test=None, f0_test=None, momentum: float = 0.0,
@@ -99,7 +114,7 @@ def linearized_outputs(algorithm, W, K, owner, f0, y, lr, steps, *, K_test=None,
 
 
 def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None, f0_test=None, momentum: float = 0.0,
-                     batches=None) -> DynamicsResult:
+                     batches=None) -> SweepResult:
     r"""Exact outputs of linearised peer-to-peer training for every step size × mixing matrix, together.
 
     The L = I·T configurations (:math:`\eta_i`, :math:`W_j`), I = ``len(lrs)``,
@@ -130,6 +145,12 @@ def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None,
 
     A :class:`RuntimeWarning` naming the sufficient bound is issued for every configuration
     whose step size exceeds it (:func:`p2pntk.stability.warn_if_unstable`; not for schedules).
+    Diverged configurations are marked, not iterated to overflow: once a coefficient of
+    configuration ``[i, j]`` exceeds :data:`p2pntk.coefficients.DIVERGED` (1e100) in magnitude,
+    ``diverged[i, j]`` is set, its outputs are NaN from that iteration (``diverged_at[i, j]``)
+    on, and no NumPy overflow warning is issued; the other configurations are unaffected
+    (bit for bit: every product acts column by column). The recursion stops early when every
+    configuration has diverged.
 
     Args:
         algorithm, K, owner, f0, y, steps, K_test, f0_test: as :func:`linearized_outputs`.
@@ -140,9 +161,10 @@ def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None,
         lrs: (I,) step sizes shared by every W, or (I, T), one per configuration.
 
     Returns:
-        :class:`DynamicsResult` with ``train`` (I, T, S, Q, N, C), ``test``
+        :class:`SweepResult` with ``train`` (I, T, S, Q, N, C), ``test``
         (I, T, S, Q, N_test, C) and ``coef`` (I, T, S, Q, N, C): index ``[i, j]`` is
-        ``linearized_outputs(algorithm, Ws[j], ..., lrs[i] (or lrs[i, j]), steps)``.
+        ``linearized_outputs(algorithm, Ws[j], ..., lrs[i] (or lrs[i, j]), steps)`` (NaN
+        once diverged), and the (I, T) ``diverged`` mask and ``diverged_at`` iterations.
     """
     T = len(Ws)
     lrs = np.asarray(lrs, dtype=np.float64)
@@ -160,9 +182,11 @@ def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None,
             check_lr(lrs[i, j])
             if len(mixer.W) == 1 and batches is None:
                 stability.warn_if_unstable(alg, mixer.W[0], system, lrs[i, j], f"configuration (lr {i}, W {j}): ", curv)
-    steps, train, test, coef = system.run(alg, np.repeat(lrs.T.ravel(), system.resid0.shape[1]), steps)
+    steps, train, test, coef, at = system.run(alg, np.repeat(lrs.T.ravel(), system.resid0.shape[1]), steps,
+                                              stop_diverged=True)
     grid = lambda x: None if x is None else x.reshape((len(x), T, I) + x.shape[2:]).swapaxes(0, 2)  # (S, L) -> (I, T, S)
-    return DynamicsResult(np.asarray(steps), grid(train), grid(test), None, grid(coef))
+    at = at.reshape(T, I).T
+    return SweepResult(np.asarray(steps), grid(train), grid(test), None, grid(coef), at >= 0, at)
 
 
 
