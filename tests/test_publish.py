@@ -149,7 +149,7 @@ def test_repository_is_read_from_the_git_remote(tmp_path):
 def theme_options(config: dict) -> dict:
     from jupyter_book.config import get_final_config
 
-    return get_final_config(user_yaml=config, sourcedir=ROOT)[0]["html_theme_options"]
+    return get_final_config(user_yaml=config, cli_config={}, sourcedir=ROOT)[0]["html_theme_options"]
 
 
 def test_site_config_sets_or_leaves_out_the_launch_buttons():
@@ -246,11 +246,10 @@ def tiny_book(tmp_path, monkeypatch):
     monkeypatch.setenv("P2PNTK_ROOT", str(root))
     monkeypatch.delenv("P2PNTK_BUILD", raising=False)
     monkeypatch.setenv("P2PNTK_FIG_DIR", str(root / "_build" / "figures"))  # build() sets it; restored after
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     return root
 
 
-def test_built_tiny_book_launch_links_profile_sentence_and_figure_data(tiny_book, capsys):
+def test_built_tiny_book_launch_links_profile_sentence_and_figure_data(tiny_book, capfd):
     root = tiny_book
     git(root, "init", "-q")
     git(root, "remote", "add", "origin", "git@github.com:someone/p2pntk.git")
@@ -277,7 +276,7 @@ def test_built_tiny_book_launch_links_profile_sentence_and_figure_data(tiny_book
     git(root, "remote", "remove", "origin")  # no GitHub remote: the buttons are left out
     pipeline.build("ci")
     assert launch_links(html / "book" / "tiny.html") == {"binder": [], "colab": []}
-    capsys.readouterr()
+    assert "\x1b[" not in capfd.readouterr().out  # Jupyter Book's colours are stripped in a log
 
 
 def test_built_site_launch_links_point_at_the_notebooks_branch():

@@ -714,11 +714,25 @@ def _build_locked(root: Path, profile: str, docs: list[str], chapters, overrides
     cmd = ["jupyter-book", "build", str(stage), "--path-output", str(root), "-W", "-n", "--keep-going", "--all"]
     print("[pipeline] " + " ".join(cmd), flush=True)
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
-    subprocess.run([jb, *cmd[1:]], check=True)
+    _run_plain([jb, *cmd[1:]])
     missing = check_html(root / "_build" / "html")
     if missing:
         raise SystemExit("HTML references files that do not exist:\n  " + "\n  ".join(missing))
     print(f"[pipeline] book built: {root / '_build' / 'html' / 'index.html'}", flush=True)
+
+
+def _run_plain(cmd: list) -> None:
+    """Run ``cmd``, its output passed to ``sys.stdout``, without colour codes unless that is a terminal.
+
+    Jupyter Book colours Sphinx's log whatever the output is; CI logs and files get plain text.
+    Raises ``subprocess.CalledProcessError`` if the command fails.
+    """
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+        for line in proc.stdout:
+            sys.stdout.write(_plain_unless_terminal(line, sys.stdout))
+        sys.stdout.flush()
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
 
 
 def stage_site(root: Path, stage: Path, profile: str, chapters: dict, fig_dir: Path) -> dict:
