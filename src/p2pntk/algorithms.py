@@ -51,7 +51,8 @@ class Algorithm:
         bound: optional sufficient stable step size of the linearised method,
             ``bound(W, c)`` with ``c.local`` :math:`= \max_q\lambda_{\max}(K_{qq})/N_q`
             and ``c.central`` :math:`= \lambda_{\max}(\bar D^{1/2} K \bar D^{1/2})`
-            (:class:`p2pntk.stability.Curvatures`).
+            (:class:`p2pntk.stability.Curvatures`); it returns ``None`` where the bound does
+            not apply (e.g. a literature bound proved for symmetric W only).
         equation: the update in words and symbols (for messages and tables).
         first: optional step used at iteration ``k = 0`` instead of ``step`` (EXTRA, exact
             diffusion and NIDS start with a different update); the iteration matrix is
@@ -103,8 +104,15 @@ def _centralized(ops, s, k):
     return {"x": x - ops.lr * ops.average(ops.grad(x, k))}
 
 
+def _symmetric(W) -> bool:
+    return bool(np.allclose(W, W.T, rtol=0, atol=1e-14))
+
+
 def _dgd_bound(W, c):
-    return float((1 + np.linalg.eigvalsh(W)[0]) / c.local)
+    r"""Symmetric W: :math:`(1 + \lambda_{\min}(W))/L`; otherwise :math:`2\min_q W_{qq}/L` (both sufficient)."""
+    if _symmetric(W):
+        return float((1 + np.linalg.eigvalsh(W)[0]) / c.local)
+    return float(2 * np.diag(W).min() / c.local)
 
 
 DGD = Algorithm("dgd", _iterate, _dgd, bound=_dgd_bound,
@@ -182,8 +190,14 @@ def _aug_dgm(ops, s, k):
 
 
 def _extra_bound(W, c):
-    r""":math:`2\lambda_{\min}(\tilde W)/L = (1 + \lambda_{\min}(W))/L` (Shi et al., 2015, Theorem 3.5)."""
-    return float((1 + np.linalg.eigvalsh(W)[0]) / c.local)
+    r""":math:`2\lambda_{\min}(\tilde W)/L = (1 + \lambda_{\min}(W))/L` (Shi et al., 2015, Theorem 3.5;
+    a symmetric W: none otherwise)."""
+    return float((1 + np.linalg.eigvalsh(W)[0]) / c.local) if _symmetric(W) else None
+
+
+def _nids_bound(W, c):
+    r""":math:`2/L` (Li, Shi, Yan, 2019, for a symmetric W: none otherwise)."""
+    return float(2.0 / c.local) if _symmetric(W) else None
 
 
 _GRADIENTS = (("g", "x"), ("g_prev", "x_prev"))
@@ -193,7 +207,7 @@ EXTRA = Algorithm("extra", _with_gradient, _extra, first=_extra_first, bound=_ex
 EXACT_DIFFUSION = Algorithm("exact_diffusion", _with_gradient, _diffusion, first=_diffusion_first, cached=_GRADIENTS,
                             equation="x¹ = W̃(x⁰ − η∇f(x⁰)); x^{k+1} = W̃(2x^k − x^{k−1} − η(∇f(x^k) − ∇f(x^{k−1}))) "
                                      "(Yuan, Ying, Zhao, Sayed, 2019)")
-NIDS = Algorithm("nids", _with_gradient, _diffusion, first=_nids_first, bound=lambda W, c: float(2.0 / c.local),
+NIDS = Algorithm("nids", _with_gradient, _diffusion, first=_nids_first, bound=_nids_bound,
                  cached=_GRADIENTS,
                  equation="x¹ = x⁰ − η∇f(x⁰); then as exact diffusion (Li, Shi, Yan, 2019)")
 GRADIENT_TRACKING = Algorithm("gradient_tracking", _tracking_init, _dig, cached=(("g", "x"),),

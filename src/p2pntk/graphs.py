@@ -163,24 +163,30 @@ def mixing_matrix(graph: nx.Graph, rule: str = "metropolis") -> np.ndarray:
     return W
 
 
-def check_mixing_matrix(W, graph: nx.Graph | None = None, *, atol: float = 1e-10) -> np.ndarray:
+def check_mixing_matrix(W, graph: nx.Graph | None = None, *, atol: float = 1e-10, connected: bool = True) -> np.ndarray:
     r"""Validate a mixing matrix and return it as float64.
 
-    Checks: square, finite, non-negative, rows and columns summing to one
-    (doubly stochastic), symmetric. If ``graph`` is given, the sparsity of ``W``
-    must be exactly the graph's: ``graph`` connected, :math:`W_{ql} = 0` for
-    every non-edge and :math:`W_{ql} > 0` for every edge :math:`(q, l)`
-    (the diagonal is free). An edge of zero weight is rejected too: it is a
-    link the algorithm never uses, so ``graph`` would not be the communication
-    graph of ``W`` (and its connectivity would not imply :math:`\rho(W) < 1`);
-    remove the edge instead. Each failure raises ``ValueError`` naming the
-    parameter and what is required.
+    A mixing matrix is doubly stochastic, :math:`W \ge 0`, :math:`W\mathbf 1 = \mathbf 1`,
+    :math:`\mathbf 1^\top W = \mathbf 1^\top`, with a positive diagonal and the support of an
+    undirected graph (:math:`W_{ql} > 0 \iff W_{lq} > 0`; the two weights of an edge may
+    differ, so :math:`W` need not be symmetric), connected unless ``connected=False``
+    (the mixing matrix of one iteration of a time-varying schedule, e.g. with failed links).
+    If ``graph`` is given, the support of ``W`` must be exactly the graph's: ``graph``
+    connected, :math:`W_{ql} = 0` for every non-edge and :math:`W_{ql} > 0` for every edge
+    :math:`(q, l)`. An edge of zero weight is rejected: it is a link the algorithm never
+    uses, so ``graph`` would not be the communication graph of ``W`` (and its connectivity
+    would not imply :math:`\rho(W - \tfrac1Q\mathbf 1\mathbf 1^\top) < 1`); remove the edge
+    instead. Each failure raises ``ValueError`` naming the parameter and what is required.
 
     Example:
         >>> check_mixing_matrix([[0.5, 0.5], [0.2, 0.8]])
         Traceback (most recent call last):
         ...
         ValueError: W must be doubly stochastic (rows and columns sum to 1): column sums are [0.7 1.3]
+        >>> check_mixing_matrix(np.eye(3))
+        Traceback (most recent call last):
+        ...
+        ValueError: the support of W is disconnected (3 components, e.g. agents [2]): consensus cannot ...
     """
     W = np.asarray(W, dtype=np.float64)
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
@@ -194,8 +200,15 @@ def check_mixing_matrix(W, graph: nx.Graph | None = None, *, atol: float = 1e-10
         raise ValueError(f"W must be doubly stochastic (rows and columns sum to 1): row sums are {rows.round(6)}")
     if not np.allclose(cols, 1, atol=atol):
         raise ValueError(f"W must be doubly stochastic (rows and columns sum to 1): column sums are {cols.round(6)}")
-    if not np.allclose(W, W.T, atol=atol):
-        raise ValueError("W must be symmetric")
+    diag = np.diag(W)
+    if np.any(diag <= atol):
+        raise ValueError(f"W must have a positive diagonal (every agent keeps a weight on its own value): "
+                         f"W[{int(np.argmin(diag))},{int(np.argmin(diag))}] = {diag.min():.3g}")
+    support = W > atol
+    if not np.array_equal(support, support.T):
+        q, l = np.argwhere(support != support.T)[0]
+        raise ValueError(f"the support of W must be an undirected graph (W[q,l] > 0 exactly when W[l,q] > 0): "
+                         f"W[{q},{l}] = {W[q, l]:.3g} but W[{l},{q}] = {W[l, q]:.3g}")
     if graph is not None:
         Q = W.shape[0]
         if sorted(graph.nodes) != list(range(Q)):
@@ -214,14 +227,25 @@ def check_mixing_matrix(W, graph: nx.Graph | None = None, *, atol: float = 1e-10
             q, l = bad[0]
             raise ValueError(f"W[{q},{l}] = 0 but ({q},{l}) is an edge of the graph: every edge needs a "
                              "positive weight (remove unused edges from the graph)")
+    if connected and graph is None:          # with a graph: its support is the connected graph
+        parts = list(nx.connected_components(nx.from_numpy_array(support.astype(float))))
+        if len(parts) > 1:
+            raise ValueError(f"the support of W is disconnected ({len(parts)} components, e.g. agents "
+                             f"{sorted(parts[-1])[:5]}): consensus cannot reach the network average; a fixed W "
+                             "needs a connected graph (a time-varying W(k) may be disconnected at some iterations)")
     return W
 
 
 def _valid_stack(Ws, atol: float = 1e-10) -> bool:
-    """Whether every matrix of a (T, Q, Q) stack passes :func:`check_mixing_matrix` (one vectorised test)."""
-    return bool(np.all(np.isfinite(Ws)) and np.all(Ws >= -atol)
-                and np.allclose(Ws.sum(axis=2), 1, atol=atol) and np.allclose(Ws.sum(axis=1), 1, atol=atol)
-                and np.allclose(Ws, Ws.transpose(0, 2, 1), atol=atol))
+    """Whether every matrix of a (T, Q, Q) stack passes :func:`check_mixing_matrix` with
+    ``connected=False`` (one vectorised test)."""
+    if not np.all(np.isfinite(Ws)):
+        return False
+    support = Ws > atol
+    return bool(np.all(Ws >= -atol) and np.allclose(Ws.sum(axis=2), 1, atol=atol)
+                and np.allclose(Ws.sum(axis=1), 1, atol=atol)
+                and np.all(np.diagonal(Ws, axis1=1, axis2=2) > atol)
+                and np.array_equal(support, support.transpose(0, 2, 1)))
 
 
 def mixing_schedule(W, n_iterations: int = 1) -> np.ndarray:
@@ -231,10 +255,11 @@ def mixing_schedule(W, n_iterations: int = 1) -> np.ndarray:
     schedule if the run is longer than T), or a callable ``k -> (Q, Q)`` (e.g.
     :func:`link_failures`, :func:`local_steps`), evaluated at ``k = 0 .. n_iterations - 1``
     (T = ``n_iterations``, at least 1). Every matrix must pass :func:`check_mixing_matrix`
-    (tested on the whole stack at once); an error names the first iteration k that fails.
+    (tested on the whole stack at once; connectivity only for a fixed W: one iteration of a
+    schedule may be disconnected); an error names the first iteration k that fails.
 
     Example:
-        >>> mixing_schedule(np.eye(2)).shape, mixing_schedule(local_steps(np.full((2, 2), 0.5), 2), 4)[:, 0, 1].tolist()
+        >>> mixing_schedule(np.full((2, 2), 0.5)).shape, mixing_schedule(local_steps(np.full((2, 2), 0.5), 2), 4)[:, 0, 1].tolist()
         ((1, 2, 2), [0.0, 0.5, 0.0, 0.5])
     """
     if not callable(W) and np.ndim(W) == 2:
@@ -253,7 +278,7 @@ def mixing_schedule(W, n_iterations: int = 1) -> np.ndarray:
         return stack
     for k, w in enumerate(Ws):                     # locate the first matrix that fails, with its message
         try:
-            check_mixing_matrix(w)
+            check_mixing_matrix(w, connected=False)
             if w.shape != Ws[0].shape:
                 raise ValueError(f"W must have the shape {Ws[0].shape} of W(0), got {w.shape}")
         except ValueError as err:
@@ -321,23 +346,36 @@ def local_steps(W, tau: int):
     return W_k
 
 
-def consensus_rate(W) -> float:
-    r"""Rate of average consensus, :math:`\rho(W) = \max(|\lambda_2|, |\lambda_Q|)`.
+def consensus_rate(W, *, asymptotic: bool = False) -> float:
+    r"""Rate of average consensus :math:`x(k+1) = W x(k)`.
 
-    For a symmetric doubly stochastic ``W`` this is the spectral norm of
-    :math:`W - \tfrac1Q \mathbf 1\mathbf 1^\top`, so
-    :math:`\|x(k) - \bar x\mathbf 1\| \le \rho^k \|x(0) - \bar x\mathbf 1\|`.
+    By default the contraction factor per iteration,
+    :math:`\sigma(W) = \|W - \tfrac1Q \mathbf 1\mathbf 1^\top\|_2`, so that
+    :math:`\|x(k) - \bar x\mathbf 1\| \le \sigma^k \|x(0) - \bar x\mathbf 1\|` for every
+    doubly stochastic ``W``; with ``asymptotic=True`` the spectral radius
+    :math:`\rho(W - \tfrac1Q \mathbf 1\mathbf 1^\top)`, the rate of the slowest mode
+    (:math:`\rho \le \sigma`). For a symmetric ``W`` both equal
+    :math:`\max(|\lambda_2|, |\lambda_Q|)`.
 
     Example:
         >>> round(consensus_rate(mixing_matrix(topology("complete", 5))), 12)
         0.0
+        >>> W = np.array([[0.5, 0.3, 0.2], [0.4, 0.4, 0.2], [0.1, 0.3, 0.6]])   # doubly stochastic, not symmetric
+        >>> round(consensus_rate(W), 6), round(consensus_rate(W, asymptotic=True), 6)
+        (0.43778, 0.4)
     """
-    lam = np.linalg.eigvalsh(np.asarray(W, dtype=np.float64))  # ascending
-    return float(max(abs(lam[0]), abs(lam[-2])))
+    W = np.asarray(W, dtype=np.float64)
+    if np.allclose(W, W.T, rtol=0, atol=1e-14):
+        lam = np.linalg.eigvalsh(W)                                        # ascending; lam[-1] = 1
+        return float(max(abs(lam[0]), abs(lam[-2]))) if len(W) > 1 else 0.0
+    E = W - np.full_like(W, 1.0 / len(W))
+    if asymptotic:
+        return float(np.abs(np.linalg.eigvals(E)).max())
+    return float(np.linalg.norm(E, 2))
 
 
 def spectral_gap(W) -> float:
-    r"""Spectral gap :math:`1 - \rho(W)` (see :func:`consensus_rate`)."""
+    r"""Spectral gap :math:`1 - \sigma(W)` (see :func:`consensus_rate`)."""
     return 1.0 - consensus_rate(W)
 
 

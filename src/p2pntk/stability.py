@@ -254,10 +254,11 @@ def _bound(algorithm, W, system, curvatures=None) -> float | None:
 
 
 def dgd_step_size_bound(W, K, owner) -> float:
-    r"""Sufficient step size for stable linearised DGD: :math:`\eta < \frac{1 + \lambda_{\min}(W)}{\max_q \lambda_{\max}(K_{qq})/N_q}`.
+    r"""Sufficient step size for stable linearised DGD: :math:`\eta < \frac{1 + \lambda_{\min}(W)}{L}` for a
+    symmetric ``W``, :math:`\eta < \frac{2\min_q W_{qq}}{L}` otherwise, :math:`L = \max_q \lambda_{\max}(K_{qq})/N_q`.
 
     Args:
-        W: (Q, Q) symmetric doubly stochastic mixing matrix.
+        W: (Q, Q) doubly stochastic mixing matrix (:func:`p2pntk.graphs.check_mixing_matrix`).
         K: (N, N) or (N, C, N, C) NTK Gram matrix of the training points.
         owner: (N,) agent of each training point.
 
@@ -273,14 +274,17 @@ def step_size_bound(algorithm, W, K, owner) -> float:
 
     DGD: :func:`dgd_step_size_bound`. ATC and CTA:
     :math:`2 / \max_q \lambda_{\max}(K_{qq})/N_q` (independent of :math:`W`, since
-    :math:`\|W\|_2 = 1`). Centralised: :math:`2/\lambda_{\max}(\bar G)`.
+    :math:`\|W\|_2 \le 1` for every doubly stochastic W). Centralised: :math:`2/\lambda_{\max}(\bar G)`.
+    EXTRA and NIDS: the literature's bounds, proved for a symmetric W only.
     """
     alg = algorithms.get(algorithm)
-    if alg.bound is None:
-        raise ValueError(f"algorithm {alg.name!r} has no sufficient step-size bound; compute the exact "
-                         "threshold from spectral_radius instead")
     system = _system(W, K, owner)
-    return _bound(alg, system.W, system)
+    bound = _bound(alg, system.W, system)
+    if bound is None:
+        raise ValueError(f"algorithm {alg.name!r} has no sufficient step-size bound"
+                         + ("" if alg.bound is None else " for a non-symmetric W")
+                         + "; compute the exact threshold with critical_step_size instead")
+    return bound
 
 
 def iteration_matrix(algorithm, W, K, owner, lr, momentum: float = 0.0) -> np.ndarray:
@@ -343,10 +347,13 @@ def critical_step_size(algorithm, W, K, owner, momentum: float = 0.0, *, rtol: f
 def dgd_critical_step_size(W, K, owner) -> float:
     r"""Exact threshold :math:`\eta^*` of linearised DGD: :math:`\rho(M) < 1 \iff \eta < \eta^*`.
 
-    :math:`\eta^* = 1/\mu_{\max}`, :math:`\mu_{\max}` the largest generalised
-    eigenvalue of :math:`G v = \mu\,((I + W)\otimes I)\, v`.
+    For a symmetric ``W``, :math:`\eta^* = 1/\mu_{\max}`, :math:`\mu_{\max}` the largest
+    generalised eigenvalue of :math:`G v = \mu\,((I + W)\otimes I)\, v`; for a non-symmetric
+    ``W`` (no such characterisation) :func:`critical_step_size` of ``"dgd"``.
     """
     system = _system(W, K, owner)
+    if not is_symmetric(system.W):
+        return critical_step_size("dgd", W, K, owner)
     G, _, _ = local_blocks(system)
     r = G.shape[1]
     mu = scipy.linalg.eigh(scipy.linalg.block_diag(*G), np.kron(np.eye(system.Q) + system.W, np.eye(r)),
