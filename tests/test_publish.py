@@ -149,7 +149,7 @@ def test_repository_is_read_from_the_git_remote(tmp_path):
 def theme_options(config: dict) -> dict:
     from jupyter_book.config import get_final_config
 
-    return get_final_config(user_yaml=config, cli_config={}, sourcedir=ROOT)[0]["html_theme_options"]
+    return get_final_config(user_yaml=config, cli_config={"latex_individualpages": False}, sourcedir=ROOT)[0]["html_theme_options"]
 
 
 def test_site_config_sets_or_leaves_out_the_launch_buttons():
