@@ -146,10 +146,15 @@ def test_repository_is_read_from_the_git_remote(tmp_path):
     assert pipeline.github_repository(tmp_path) == REPO  # origin first
 
 
-def theme_options(config: dict) -> dict:
+def sphinx_config(config: dict) -> dict:
+    """The Sphinx configuration Jupyter Book generates from ``config`` (as ``jupyter-book config sphinx``)."""
     from jupyter_book.config import get_final_config
 
-    return get_final_config(user_yaml=config, cli_config={"latex_individualpages": False}, sourcedir=ROOT)[0]["html_theme_options"]
+    return get_final_config(user_yaml=config, cli_config={"latex_individualpages": False}, sourcedir=ROOT)[0]
+
+
+def theme_options(config: dict) -> dict:
+    return sphinx_config(config)["html_theme_options"]
 
 
 def test_site_config_sets_or_leaves_out_the_launch_buttons():
@@ -162,6 +167,9 @@ def test_site_config_sets_or_leaves_out_the_launch_buttons():
     assert opts["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert with_repo["parse"]["myst_substitutions"]["build_profile"] == "This site shows the **`ci`** profile"
     assert "substitution" in with_repo["parse"]["myst_enable_extensions"]
+    final = sphinx_config(with_repo)
+    assert final["myst_substitutions"] == {"build_profile": "This site shows the **`ci`** profile"}
+    assert "substitution" in final["myst_enable_extensions"] and "dollarmath" in final["myst_enable_extensions"]
     opts = theme_options(pipeline.site_config(config, None, "x"))
     assert not any(opts.get("launch_buttons", {}).get(k) for k in ("binderhub_url", "colab_url", "jupyterhub_url"))
     assert config == yaml.safe_load((ROOT / "_config.yml").read_text())  # not modified in place
