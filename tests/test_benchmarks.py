@@ -4,13 +4,14 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 import run as suite  # noqa: E402
 
-SECTIONS = {"predict", "methods", "nt", "loop", "scale", "gemm"}
+SECTIONS = {"predict", "methods", "nt", "loop", "padding", "scale", "gemm"}
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,22 @@ def test_methods_has_every_algorithm_and_the_failure_sweep_equals_single_runs(ro
     (fail,) = [r for r in methods if "link-failure" in r["case"]]
     assert fail["max_abs_diff_single"] <= 1e-9
     assert fail["baseline_s"] == pytest.approx(fail["train_s_per_realisation"] * fail["n_realisations"])
+
+
+def test_padding_rows_equal_the_padded_layout_and_measure_the_waste(rows):
+    from p2pntk import data
+
+    pad = [r for r in rows if r["benchmark"] == "padding"]
+    assert len(pad) == 2 and "padded layout" in pad[0]["case"] and "equal split" in pad[1]["case"]
+    r = pad[0]
+    assert r["max_abs_diff"] <= 1e-10                         # the same computation as the padded layout
+    assert sum(r["counts"]) == r["n_train"] and len(r["counts"]) == r["n_agents"]
+    assert r["padding_factor"] == pytest.approx(r["n_agents"] * max(r["counts"]) / r["n_train"]) and r["padding_factor"] > 1
+    assert r["n_groups"] == len(set(r["counts"]))
+    labels = data.digits(r["n_train"], 10)["labels_train"]
+    assert sorted(r["counts"]) == sorted(map(int, np.bincount(data.partition(labels, r["n_agents"], "dirichlet",
+                                                                             alpha=r["alpha"]))))
+    assert pad[1]["padded_over_equal"] == pytest.approx(r["baseline_s"] / pad[1]["baseline_s"])
 
 
 def test_scale_fits_are_finite_and_memory_grows(rows):
