@@ -114,6 +114,7 @@ def test_critical_step_is_where_the_radius_reaches_one_and_bounds_lie_below(prob
     rho = lambda lr: stability.spectral_radius(algorithm, prob["W"], prob["K"], prob["owner"], lr)
     assert rho(crit * (1 - 1e-5)) < 1 <= rho(crit * (1 + 1e-5))
     if algorithms.get(algorithm).bound is not None:
-        assert stability.step_size_bound(algorithm, prob["W"], prob["K"], prob["owner"]) <= crit * (1 + 1e-9)
+        # within critical_step_size's rtol (1e-7): for centralised GD the bound 2/lambda_max is the threshold
+        assert stability.step_size_bound(algorithm, prob["W"], prob["K"], prob["owner"]) <= crit * (1 + 1e-7)
     if algorithm == "dgd":
         assert abs(crit - stability.dgd_critical_step_size(prob["W"], prob["K"], prob["owner"])) <= 1e-6 * crit
