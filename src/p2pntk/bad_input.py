@@ -49,12 +49,14 @@ def _predict(algorithm="dgd", lr=0.5, steps=(0, 1), momentum=0.0, batches=None, 
 
 def _train(lr=0.5, steps=(0, 1), x=None):
     """Actual DGD training of two linear models f(x) = x θ on the tiny problem."""
+    import jax.numpy as jnp
+
     from .training import simulate
 
     p = _tiny()
     x = np.eye(4) if x is None else x
-    return simulate("dgd", lambda theta, x: x @ theta, np.zeros((4, 1)), p["W"], x, p["y"], p["owner"], lr,
-                    list(steps))
+    theta0 = jnp.zeros((4, 1))            # JAX's default precision (float32 unless x64 is on), as an init_fn gives
+    return simulate("dgd", lambda theta, x: x @ theta, theta0, p["W"], x, p["y"], p["owner"], lr, list(steps))
 
 
 def _flow(algorithm="dgd", **change):
