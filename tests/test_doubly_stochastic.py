@@ -198,3 +198,10 @@ print(json.dumps(float(np.abs(one.train - two.train).max())))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(out.stdout.strip().splitlines()[-1]) < 1e-12
+
+
+@pytest.mark.parametrize("W", [5.0, [0.5, 0.5], np.zeros((0, 3, 3)), np.ones((1, 1, 2, 2))])
+def test_a_mixing_argument_of_the_wrong_rank_names_the_allowed_forms(W):
+    with pytest.raises(ValueError, match=r"W must be a \(Q, Q\) matrix, a \(T, Q, Q\) schedule with T >= 1 or a "
+                                         r"callable k -> W\(k\), got shape"):
+        graphs.mixing_schedule(W)

@@ -194,7 +194,8 @@ CASES = [
          r"unknown algorithm='gossip'; allowed: dgd, atc, cta, centralized, extra, exact_diffusion, nids, "
          r"gradient_tracking, next, aug_dgm"),
     Case("empty mixing schedule", "linearized_outputs('dgd', W=np.zeros((0, 2, 2)), ...)",
-         lambda: _predict(W=np.zeros((0, 2, 2))), ValueError, r"W: a \(T, Q, Q\) mixing schedule needs T >= 1 matrices"),
+         lambda: _predict(W=np.zeros((0, 2, 2))), ValueError,
+         r"W must be a \(Q, Q\) matrix, a \(T, Q, Q\) schedule with T >= 1 or a callable k -> W\(k\), got shape \(0, 2, 2\)"),
     Case("flow of a two-state method", "linearized_flow_outputs(Algorithm with state x, v, ...)",
          lambda: _flow(_two_state()), ValueError,
          r"algorithm 'heavy_ball' has 2 state variables \['x', 'v'\]: it has no gradient flow"),

@@ -268,9 +268,10 @@ def mixing_schedule(W, n_iterations: int = 1) -> np.ndarray:
         Ws = [np.asarray(W(k), dtype=np.float64) for k in range(max(1, int(n_iterations)))]
         where = lambda k: f"W(k) at iteration k={k}"
     else:
+        if np.ndim(W) != 3 or len(W) == 0:
+            raise ValueError(f"W must be a (Q, Q) matrix, a (T, Q, Q) schedule with T >= 1 or a callable "
+                             f"k -> W(k), got shape {np.shape(W)}")
         Ws = list(np.asarray(W, dtype=np.float64))
-        if np.ndim(W) != 3 or len(Ws) == 0:
-            raise ValueError(f"W: a (T, Q, Q) mixing schedule needs T >= 1 matrices, got shape {np.shape(W)}")
         where = lambda k: f"W[{k}] of the (T, Q, Q) schedule (iteration k={k})"
     Q = Ws[0].shape[0] if Ws[0].ndim == 2 else 0
     stack = np.stack(Ws) if all(w.shape == (Q, Q) for w in Ws) else None
