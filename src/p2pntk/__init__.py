@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 #: Modules by layer, bottom first.
 LAYERS = {
     "bottom": ("paths", "checks", "graphs", "algorithms", "metrics", "data"),
-    "closed_form": ("coefficients", "geometry", "stability", "dynamics"),
+    "closed_form": ("coefficients", "geometry", "stability", "modes", "dynamics"),
     "network": ("kernels", "finite_width", "sharding", "training"),
     "compositions": ("problems", "results", "reproduction", "landscape", "prediction"),
     "build": ("plotting", "bad_input", "pipeline", "cli"),
@@ -47,6 +47,7 @@ PUBLIC = {
                      "local_gradients", "local_gradients_norm", "centralized_minimizer"), "geometry"),
     **dict.fromkeys(("affine_map", "iteration_matrix", "spectral_radius", "critical_step_size", "step_size_bound",
                      "dgd_step_size_bound", "dgd_critical_step_size", "dgd_fixed_point"), "stability"),
+    **dict.fromkeys(("ModeExpansion", "mode_expansion", "dgd_slow_modes", "dgd_threshold_upper_bound"), "modes"),
     **dict.fromkeys(("linearized_outputs", "linearized_sweep", "linearized_flow_outputs", "lazy_limit_errors"),
                     "dynamics"),
     **dict.fromkeys(("mlp", "kernel", "empirical_ntk", "analytic_ntk", "analytic_ntk_train_test", "linearize",
