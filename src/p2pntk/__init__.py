@@ -12,7 +12,8 @@ module imports only from its own layer or below; ``tests/test_layout.py`` checks
 - network (JAX; only ``kernels`` imports neural_tangents): ``kernels``,
   ``finite_width``, ``sharding``, ``training``;
 - compositions the chapters and users call: ``problems``, ``results``, ``reproduction``,
-  ``landscape``, ``prediction`` (:func:`p2pntk.predict`: ``simulate``'s call, predicted);
+  ``landscape``, ``prediction`` (:func:`p2pntk.predict`: ``simulate``'s call, predicted),
+  ``tuning`` (:func:`p2pntk.tune`: a grid of configurations ranked without training);
 - the build: ``plotting``, ``bad_input``, ``pipeline``, ``cli``.
 
 Example:
@@ -29,7 +30,7 @@ LAYERS = {
     "bottom": ("paths", "checks", "graphs", "algorithms", "metrics", "data"),
     "closed_form": ("coefficients", "geometry", "stability", "modes", "dynamics"),
     "network": ("kernels", "finite_width", "sharding", "training"),
-    "compositions": ("problems", "results", "reproduction", "landscape", "prediction"),
+    "compositions": ("problems", "results", "reproduction", "landscape", "prediction", "tuning"),
     "build": ("plotting", "bad_input", "pipeline", "cli"),
 }
 MODULES = tuple(m for layer in LAYERS.values() for m in layer)
@@ -59,6 +60,7 @@ PUBLIC = {
     **dict.fromkeys(("cached_run",), "reproduction"),
     **dict.fromkeys(("sweep", "cached_sweep"), "landscape"),
     **dict.fromkeys(("predict",), "prediction"),
+    **dict.fromkeys(("tune", "TuneResult"), "tuning"),
 }
 
 __all__ = sorted(PUBLIC) + list(MODULES)

@@ -286,6 +286,31 @@ CASES = [
     Case("precomputed test kernel of the wrong shape", "predict(..., x_test=x[:2], kernel=(K, np.eye(4)))",
          lambda: _predict_own(x_test=np.eye(4)[:2], kernel=(np.eye(4), np.eye(4))), ValueError,
          r"kernel: K_test must have shape \(2, 4\) \(N_test = 2, shared like K\), got \(4, 4\)"),
+    Case("unknown value on a tuning grid axis", "tune(grid={'algorithm': ['dgd', 'adam']})",
+         lambda: _tune({"algorithm": ["dgd", "adam"]}), ValueError,
+         r"grid axis 'algorithm': value 'adam' is not allowed; allowed: dgd, atc, cta, centralized, extra"),
+    Case("unknown tuning grid axis", "tune(grid={'momentum': [0.9]})", lambda: _tune({"momentum": [0.9]}),
+         ValueError, r"unknown grid axes \['momentum'\]; axes: algorithm, topology, rule, lr_factor, failure"),
+    Case("empty tuning grid axis", "tune(grid={'topology': []})", lambda: _tune({"topology": []}), ValueError,
+         r"grid axis 'topology' is empty: give at least one value"),
+    Case("step size factor not positive (tuning)", "p2pntk tune --lr-factor 0.5 -1",
+         lambda: _cli("tune", "--lr-factor", "0.5", "-1"), SystemExit,
+         r"exit status 2: .*grid axis 'lr_factor': value -1 is not allowed; allowed: numbers > 0"),
+    Case("rounds objective without a target", "tune(objective='rounds')", lambda: _tune(objective="rounds"),
+         ValueError, r"objective='rounds' needs target, a test error in \(0, 1\) to reach, got target=None"),
+    Case("target not reached within the budget", "tune(objective='rounds', target=0.01, budget=2)",
+         lambda: _tune(objective="rounds", target=0.01, budget=2, record=2), RuntimeWarning,
+         r"1 of 1 cells do not reach test error 0.01 within 2 iterations: their objective is NaN, ranked last"),
+    Case("an .npz data set without y", "from_npz(file with x only)", lambda: _npz(x=_X), ValueError,
+         r"mine.npz: an .npz data set needs arrays x and y .*; it has x"),
+    Case("an .npz data set with lengths that differ", "from_npz(file with 6 rows of x, 5 labels)",
+         lambda: _npz(x=_X, y=_LABELS[:5]), ValueError,
+         r"y must be a vector of one label per row of x: x has shape \(6, 6\), y has shape \(5,\)"),
+    Case("an .npz data set with NaN inputs", "from_npz(file whose x has a NaN)",
+         lambda: _npz(x=np.where(np.eye(6) == 1, np.nan, 0.0), y=_LABELS), ValueError,
+         r"x contains NaN or inf \(row 0\); inputs must be finite"),
+    Case("an .npz data set with non-integer labels", "from_npz(file with y = 0.5, 1.5, ...)",
+         lambda: _npz(x=_X, y=_LABELS + 0.5), ValueError, r"y must hold integer class labels 0..C-1, got dtype float64"),
     Case("kernel batch size not a positive integer", "predict(..., batch_size=0)",
          lambda: _predict_own(batch_size=0), ValueError,
          r"batch_size must be a positive integer \(points per kernel block\) or None .*got 0"),
@@ -323,6 +348,26 @@ def table(only: str = ""):
         rows.append({"bad input": case.row, "call": case.input, "raises": kind, "message": message,
                      "as expected": "yes" if ok else "NO"})
     return pd.DataFrame(rows, index=range(1, len(rows) + 1))
+
+
+def _tune(grid=None, **options):
+    """:func:`p2pntk.tuning.tune` on a tiny problem (digits, N = 20, Q = 3 on a ring, width 16), no progress bar."""
+    from .tuning import tune
+
+    folder = tempfile.mkdtemp()
+    return tune(dict(n_train=20, n_test=10, n_agents=3), {"width": [16], **(grid or {})}, folder=folder,
+                progress=False, **options)
+
+
+def _npz(**arrays):
+    """:func:`p2pntk.data.from_npz` of an .npz file holding ``arrays`` (in a temporary folder)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mine.npz"
+        np.savez(path, **arrays)
+        return data.from_npz(path, n_test=2)
+
+
+_X, _LABELS = np.eye(6), np.arange(6) % 2
 
 
 def _predict_own(**options):

@@ -8,7 +8,11 @@
   ``_build``, or ``$P2PNTK_BUILD``), and prints the notebook's path;
 - ``p2pntk reproduce [--profile P] [--force] [--wait]`` executes every chapter and
   builds the book;
-- ``p2pntk bench [--quick] [--only NAME ...]`` runs the benchmark suite (``benchmarks/run.py``).
+- ``p2pntk bench [--quick] [--only NAME ...]`` runs the benchmark suite (``benchmarks/run.py``);
+- ``p2pntk tune [problem] [grid] [--objective ...] [--verify N] [--out DIR]`` ranks a grid of
+  configurations by their closed-form prediction, without training them
+  (:func:`p2pntk.tuning.tune`): a ranked table on the terminal, ``tune.csv``, ``tune.json``
+  and the figure ``tune-ranking.png`` in ``DIR`` (default ``<build>/tune``).
 
 Unknown chapters, parameters, profiles, values of the wrong type, and string
 values outside their allowed set (``topology``, ``rule``, ``algorithm``,
@@ -123,6 +127,10 @@ def main(argv=None) -> None:
     sub.add_parser("bench", help="run the benchmark suite (benchmarks/run.py; `p2pntk bench --help`)",
                    add_help=False)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["tune"]:   # its options come from p2pntk.tuning, which imports JAX: only when asked for
+        _tune_parser(sub)
+    else:
+        sub.add_parser("tune", help=_TUNE_HELP)
     if argv[:1] == ["bench"]:  # every option goes to benchmarks/run.py: --quick, --only NAME..., --json PATH
         import runpy
 
@@ -133,6 +141,8 @@ def main(argv=None) -> None:
         sys.path.insert(0, str(bench))
         sys.exit(runpy.run_path(str(bench / "run.py"), run_name="p2pntk_bench")["main"](argv[1:]))
     args = parser.parse_args(argv)
+    if args.command == "tune":
+        return _tune(parser, args)
 
     root = project_root()
     if not has_book_sources(root):
@@ -161,6 +171,123 @@ def main(argv=None) -> None:
         print(f"executed notebook: {pipeline.executed_notebook(chapters[args.chapter][0])}")
         return
     pipeline.build(args.profile, force=args.force, wait=args.wait)
+
+
+_TUNE_HELP = "rank configurations by their closed-form prediction, without training them (`p2pntk tune --help`)"
+#: The command-line options of ``p2pntk tune`` for the problem, and their types.
+_TUNE_PROBLEM = dict(dataset=str, n_train=int, n_test=int, n_agents=int, depth=int, activation=str, partition=str,
+                     alpha=float, seed=int)
+
+
+def _tune_parser(sub):
+    from . import tuning
+
+    p = sub.add_parser(
+        "tune", help=_TUNE_HELP,
+        description="Rank every cell of a grid (method x topology x mixing rule x step size x link-failure "
+                    "probability x local steps x width) on a problem by the closed-form prediction of its "
+                    "linearised training (one kernel per width, one batched recursion per method, width, failure "
+                    "probability and local steps), print the ranked table and write tune.csv, tune.json and "
+                    "tune-ranking.png. With --verify N, the predicted best N and N random other stable cells are trained "
+                    "and the rank agreement (Spearman), the regret and both costs are reported. Results are "
+                    "cached, so an interrupted run resumes.",
+        epilog="Example: p2pntk tune --algorithm dgd exact_diffusion --topology ring complete "
+               "--lr-factor 0.25 0.5 1 --objective rounds --target 0.1 --budget 200 --verify 2")
+    g = p.add_argument_group("problem")
+    g.add_argument("--dataset", default=tuning.PROBLEM["dataset"],
+                   help="digits, fashion_mnist, or the path of an .npz file with x, y (integer labels) and "
+                        "optionally x_test, y_test (default: %(default)s)")
+    for name, typ in _TUNE_PROBLEM.items():
+        if name != "dataset":
+            g.add_argument(f"--{name.replace('_', '-')}", type=typ, default=tuning.PROBLEM[name],
+                           help=f"(default: %(default)s)")
+    g = p.add_argument_group("grid (each takes one or more values)")
+    help_axis = dict(algorithm=f"methods: {', '.join(tuning._CHOICES['algorithm'])}",
+                     topology=f"graphs: {', '.join(tuning._CHOICES['topology'])}",
+                     rule=f"mixing rules: {', '.join(tuning._CHOICES['rule'])}",
+                     lr_factor="step size / reference step (> 0)", failure="link-failure probabilities in [0, 1)",
+                     local_steps="local steps per communication round (>= 1)", width="hidden-layer widths")
+    for axis in tuning.AXES:
+        g.add_argument(f"--{axis.replace('_', '-')}", nargs="+", metavar="V",
+                       default=tuning.DEFAULT_GRID[axis],
+                       help=f"{help_axis[axis]} (default: {' '.join(map(str, tuning.DEFAULT_GRID[axis]))})")
+    g = p.add_argument_group("objective and run")
+    g.add_argument("--objective", default="error", help=f"{', '.join(tuning.OBJECTIVES)} (default: %(default)s)")
+    g.add_argument("--target", type=float, help="test error to reach, for --objective rounds")
+    g.add_argument("--budget", type=int, default=200, help="iterations or rounds per cell (default: %(default)s)")
+    g.add_argument("--budget-unit", default="iterations", help=f"{', '.join(tuning.BUDGET_UNITS)} "
+                                                               "(default: %(default)s)")
+    g.add_argument("--record", type=int, default=20,
+                   help="recorded steps per cell, evenly spaced: the resolution of --objective rounds "
+                        "(default: %(default)s)")
+    g.add_argument("--step-reference", default="dgd_bound",
+                   help="dgd_bound (the DGD sufficient bound of each mixing matrix) or critical (each method's "
+                        "exact critical step size: dense eigenvalue problems, small problems only) "
+                        "(default: %(default)s)")
+    g.add_argument("--kernel", default="resolved", help=f"{', '.join(tuning.KERNELS)} (default: %(default)s)")
+    g.add_argument("--verify", type=int, default=0, help="train the predicted best N and N random stable cells")
+    g.add_argument("--train-dtype", default="float64", help="precision of the verified training (default: %(default)s)")
+    g.add_argument("--out", help="folder of tune.csv, tune.json, tune-ranking.png (default: <build>/tune)")
+    g.add_argument("--top", type=int, default=20, help="rows of the ranked table printed (default: %(default)s)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _tune_grid_value(axis, text):
+    if axis in ("algorithm", "topology", "rule"):
+        return text
+    try:
+        return ast.literal_eval(text) if isinstance(text, str) else text
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _tune(parser, args):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from . import plotting, tuning
+    from .paths import build_dir
+
+    problem = {k: getattr(args, k) for k in _TUNE_PROBLEM}
+    grid = {a: [_tune_grid_value(a, v) for v in getattr(args, a)] for a in tuning.AXES}
+    options = dict(budget=args.budget, budget_unit=args.budget_unit, objective=args.objective, target=args.target,
+                   record=args.record, step_reference=args.step_reference, kernel=args.kernel, verify=args.verify,
+                   train_dtype=args.train_dtype)
+    try:
+        tuning.check_problem(problem)
+        tuning.check_grid(grid)
+        result = tuning.tune(problem, grid, progress=not args.no_progress, **options)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(parser, str(err))
+    out = Path(args.out) if args.out else build_dir() / "tune"
+    paths = result.save(out)
+    plotting.use_style()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    plotting.tune_ranking(ax, result)
+    paths += plotting.save(fig, "tune-ranking", folder=out)[:1]
+    t = result.table
+    cols = ["rank", *tuning.AXES, "lr", "predicted", "stable"] + (["actual"] if args.verify else [])
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(t[cols].head(args.top).to_string(index=False, float_format="{:.4g}".format))
+    s = result.summary
+    unreached = int((~t["reached"]).sum())
+    print(f"\n{s['n_cells']} cells, {s['n_stable']} stable; closed form {s['seconds_predict']:.1f} s "
+          f"(kernel {s['seconds_kernel']:.1f} s), {s['seconds_predict_per_cell']:.3g} s per cell")
+    if unreached:
+        print(f"{unreached} cells do not reach test error {args.target} within {args.budget} {args.budget_unit} "
+              "(objective NaN, ranked last)")
+    if args.verify:
+        v = s["verified"]
+        print(f"verified on {s['n_trained']} trained cells ({v['n']} stable with a value): Spearman "
+              f"{v['spearman']:.3f}, regret {v['regret']:.4g} (actual spread {v['spread']:.4g}); training "
+              f"{s['seconds_train_per_cell']:.3g} s per cell, {s['speedup_per_cell']:.1f}x the closed form's per-cell cost")
+    print("wrote " + ", ".join(map(str, paths)))
 
 
 if __name__ == "__main__":

@@ -142,10 +142,82 @@ def fashion_mnist(n_train: int = 1024, n_test: int = 1000, *, seed: int = 0, fol
                 x_test=xte, y_test=one_hot_targets(lte, 10), labels_test=lte)
 
 
+def from_npz(path, n_train: int | None = None, n_test: int | None = None, *, seed: int = 0):
+    r"""A user's data set from an ``.npz`` file, in the package's conventions (see the module docstring).
+
+    The file holds ``x`` (N, ...) inputs and ``y`` (N,) integer class labels 0..C-1, and
+    optionally ``x_test`` and ``y_test`` (else ``n_test`` points of ``x`` are held out, class
+    stratified). ``n_train``/``n_test`` points are drawn at random (seed ``seed``, class
+    stratified) when given, else all are used. Inputs are flattened and normalised like the
+    built-in data sets (centred by the training mean, rows scaled to norm :math:`\sqrt d`);
+    targets are centred one-hot, :math:`y_{ic} = \mathbb 1[c = \ell_i] - 1/C`.
+
+    Raises ``ValueError`` naming the array for: a missing ``x`` or ``y``, lengths that differ,
+    non-integer or negative labels, NaN or inf in an input, too few points.
+    Returns the dictionary of :func:`digits`.
+    """
+    from sklearn.model_selection import train_test_split
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"dataset={str(path)!r}: no such .npz file (a dataset is one of {', '.join(DATASETS)} "
+                         "or the path of an .npz file holding x, y and optionally x_test, y_test)")
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing or (("x_test" in arrays) != ("y_test" in arrays)):
+        raise ValueError(f"{path}: an .npz data set needs arrays x and y (and optionally both x_test and y_test); "
+                         f"it has {', '.join(sorted(arrays)) or 'none'}")
+    split = {"": ("x", "y"), "_test": ("x_test", "y_test")}
+    parts = {}
+    for suffix, (kx, ky) in split.items():
+        if kx not in arrays:
+            continue
+        x, labels = np.asarray(arrays[kx]), np.asarray(arrays[ky])
+        if len(x) != len(labels) or labels.ndim != 1:
+            raise ValueError(f"{path}: {ky} must be a vector of one label per row of {kx}: {kx} has shape "
+                             f"{x.shape}, {ky} has shape {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer) or (labels < 0).any():
+            raise ValueError(f"{path}: {ky} must hold integer class labels 0..C-1, got dtype {labels.dtype}"
+                             + (f" and minimum {labels.min()}" if labels.size and np.issubdtype(labels.dtype, np.number) else ""))
+        x = x.reshape(len(x), -1).astype(np.float64)
+        if not np.isfinite(x).all():
+            raise ValueError(f"{path}: {kx} contains NaN or inf (row {int(np.flatnonzero(~np.isfinite(x).all(1))[0])}); "
+                             "inputs must be finite")
+        parts[suffix] = (x, labels.astype(int))
+    x, labels = parts[""]
+    C = int(max(labels.max(), parts.get("_test", parts[""])[1].max())) + 1
+
+    def pick(x, labels, n, what):
+        if n is None or n == len(x):
+            return x, labels, x[:0], labels[:0]
+        if not 1 <= n < len(x):
+            raise ValueError(f"{what}={n}: {path} has {len(x)} points for it")
+        strat = labels if np.bincount(labels).min(initial=2) >= 2 and n >= C and len(x) - n >= C else None
+        a, b, la, lb = train_test_split(x, labels, train_size=n, random_state=seed, stratify=strat)
+        return a, la, b, lb
+
+    if "_test" in parts:
+        xtr, ltr, _, _ = pick(x, labels, n_train, "n_train")
+        xte, lte, _, _ = pick(*parts["_test"], n_test, "n_test")
+    else:
+        if n_test is None or n_test < 1:
+            raise ValueError(f"{path} has no x_test/y_test: give n_test >= 1 points to hold out of x")
+        xrest, lrest, xte, lte = pick(x, labels, len(x) - n_test, "len(x) - n_test")
+        xtr, ltr, _, _ = pick(xrest, lrest, n_train, "n_train")
+    xtr, xte = _normalise(xtr, xte)
+    return dict(x_train=xtr, y_train=one_hot_targets(ltr, C), labels_train=ltr,
+                x_test=xte, y_test=one_hot_targets(lte, C), labels_test=lte)
+
+
 def load(name: str, n_train: int, n_test: int, *, seed: int = 0):
-    """Load data set ``name`` (``"digits"`` or ``"fashion_mnist"``); see :func:`digits`."""
+    """Load data set ``name``: ``"digits"``, ``"fashion_mnist"`` (see :func:`digits`), or the path of
+    a user's ``.npz`` file (:func:`from_npz`)."""
+    if str(name).endswith(".npz"):
+        return from_npz(name, n_train, n_test, seed=seed)
     if name not in DATASETS:
-        raise ValueError(f"unknown data set name={name!r}; allowed: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown data set name={name!r}; allowed: {', '.join(DATASETS)}, or the path of an "
+                         ".npz file holding x, y (and optionally x_test, y_test)")
     return (digits if name == "digits" else fashion_mnist)(n_train, n_test, seed=seed)
 
 

@@ -331,17 +331,20 @@ def local_steps(W, tau: int):
     r"""τ local gradient steps per communication round: ``k -> W`` at iterations
     :math:`k \equiv \tau - 1 \pmod \tau`, the identity otherwise (for :func:`mixing_schedule`).
 
+    ``W`` may itself be a callable ``k -> W(k)`` (e.g. :func:`link_failures`): the communication
+    iterations then mix with ``W(k)``.
+
     Example:
         >>> [float(local_steps(np.full((2, 2), 0.5), 3)(k)[0, 1]) for k in range(6)]
         [0.0, 0.0, 0.5, 0.0, 0.0, 0.5]
     """
-    W = check_mixing_matrix(W)
     if isinstance(tau, bool) or not isinstance(tau, (int, np.integer)) or tau < 1:
         raise ValueError(f"tau must be a positive integer (local steps per communication round), got {tau!r}")
-    eye = np.eye(W.shape[0])
+    mix = W if callable(W) else (lambda k, W=check_mixing_matrix(W): W)
+    eye = np.eye(np.shape(mix(tau - 1))[0])
 
     def W_k(k: int) -> np.ndarray:
-        return W if int(k) % tau == tau - 1 else eye
+        return mix(int(k)) if int(k) % tau == tau - 1 else eye
 
     W_k.tau = int(tau)
     return W_k

@@ -8,6 +8,7 @@ figure's artists (:func:`figure_data`), so that readers can re-plot any figure.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -35,8 +36,10 @@ def use_style() -> None:
     })
 
 
-def save(fig: plt.Figure, name: str) -> list:
+def save(fig: plt.Figure, name: str, folder=None) -> list:
     """Save ``fig`` as ``<figures>/<name>.png``, ``.pdf`` and ``.csv``; return the three paths.
+
+    ``folder`` replaces ``<figures>`` (:func:`p2pntk.paths.figures_dir`) when given (``p2pntk tune --out``).
 
     ``name`` is the figure's label in the book (``fig-...``); the pipeline checks
     that every figure a chapter names was written and is not empty, and links the
@@ -49,7 +52,7 @@ def save(fig: plt.Figure, name: str) -> list:
     from .paths import atomic_write
 
     logging.getLogger("fontTools").setLevel(logging.ERROR)  # font-subsetting chatter on PDF save
-    out = figures_dir()
+    out = Path(folder) if folder is not None else figures_dir()
     paths = [out / f"{name}.png", out / f"{name}.pdf", out / f"{name}.csv"]
     for path, metadata in zip(paths, ({"Software": None}, {"CreationDate": None, "Creator": None, "Producer": None})):
         buf = io.BytesIO()
@@ -231,3 +234,20 @@ def style_legend(ax, color="k", labels=("actual", "predicted"), **kwargs) -> Non
     ax.plot([], [], color=color, label=labels[0], **ACTUAL)
     ax.plot([], [], color=color, label=labels[1], **PREDICTED)
     ax.legend(**kwargs)
+
+
+def tune_ranking(ax, result, max_cells: int = 60) -> None:
+    """The ranking of :func:`p2pntk.tuning.tune`: the predicted objective of the stable cells in
+    predicted order (dashed, the first ``max_cells``) and the trained networks' objective at the
+    verified cells (filled squares), against the predicted rank."""
+    t = result.table
+    s = result.summary
+    unit = {"error": "test error (fraction)", "loss": "test loss",
+            "rounds": f"rounds to test error {s.get('target')}"}[s["objective"]]
+    ok = t[t["stable"] & t["reached"]].head(max_cells)
+    ax.plot(ok["rank"], ok["predicted"], marker="o", ms=3, color="C0", label="predicted (closed form)", **PREDICTED)
+    tr = t[t["trained"] & t["stable"] & t["reached"]]
+    ax.plot(tr["rank"], tr["actual"], "s", ms=7, color="C3", label="actual (trained networks)")
+    ax.set_xlabel("predicted rank (1 = best)")
+    ax.set_ylabel(f"{unit} after {s['budget']} {s['budget_unit']}" if s["objective"] != "rounds" else unit)
+    ax.legend(fontsize="small")
