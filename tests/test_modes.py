@@ -148,7 +148,7 @@ def test_slow_mode_is_exactly_the_kernel_mode_for_homogeneous_agents():
     s = modes.dgd_slow_modes(W, K, owner, lr)
     assert s.h < 1e-12
     assert s.mu_max == pytest.approx(s.kernel, abs=1e-12) and s.upper == pytest.approx(s.kernel, abs=1e-12)
-    assert s.consensus_fraction == pytest.approx(1, abs=1e-10) and s.dominant == "kernel"
+    assert s.consensus_fraction == pytest.approx(1, abs=1e-10) and s.binding == "kernel"
 
 
 def test_dgd_threshold_below_the_diffusion_bound_on_random_instances():

@@ -184,12 +184,16 @@ class ModeExpansion:
 
     def loss_rate(self, split: str = "train", tol: float = EXCITED) -> float:
         r"""Predicted asymptotic rate of every agent's loss gap :math:`L_q(k) - L_q^*` (the largest over agents):
-        :math:`\max(\max\{|\mu_i| : \ell_{q,i}\ne0\},\ \max\{|\mu_i|^2 : \Gamma_{q,ii}\ne0\})`, a term
-        counting as present when it exceeds ``tol`` times the agent's initial loss."""
+        :math:`\max(\max\{|\mu_i| : \ell_{q,i}\ne0\},\ \max\{|\mu_i|^2 : P_{q,i}c_i^\top\ne0\})`, a term
+        counting as present when it exceeds ``tol`` times the agent's initial loss. By Cauchy–Schwarz
+        :math:`|\Gamma_{q,ij}| \le \tfrac12\|P_{q,i}c_i^\top\|_{w}\|P_{q,j}c_j^\top\|_{w}`, so no cross term decays slower."""
         L_star, ell, Gamma = self.loss_terms(split)
         L0 = self.losses([0], split)[0]                                     # (Q,)
         a = np.abs(self.mu)
-        diag = np.abs(np.einsum("qii->qi", Gamma))
+        B, _, _, w = self._readout(split)
+        P = np.einsum("nr,qri->qni", B, self.agent_blocks(self.V))
+        # the size of mode i's term, 1/2 ||P_{q,i} c_i^T||_w^2 (Hermitian: |Gamma_ij| <= sqrt of the two, Cauchy-Schwarz)
+        diag = 0.5 * np.einsum("qn,qni->qi", w, np.abs(P) ** 2) * np.sum(np.abs(self.coef) ** 2, axis=1)[None]
         lin = np.abs(ell) > tol * L0[:, None]
         quad = diag > tol * L0[:, None]
         return float(max((a[None] * lin).max(), ((a ** 2)[None] * quad).max()))
@@ -244,6 +248,47 @@ def mode_expansion(algorithm, W, K, owner, f0, y, lr, *, K_test=None, f0_test=No
                          alg.consensus, system, blocks, y_test)
 
 
+def name_modes(expansion: ModeExpansion, n: int = 8) -> dict:
+    r"""Name the ``n`` slowest modes by the graph and the kernel spectrum (symmetric W).
+
+    For mode i, with blocks :math:`v_{i,q}` and :math:`W = \sum_j \lambda_j w_j w_j^\top`:
+    the share of :math:`\|v_i\|^2` on each graph eigenvector, :math:`\omega_{ij} = \|(w_j^\top\otimes I)v_i\|^2`
+    (:math:`j = 1`, :math:`w_1 = \one/\sqrt Q`: the consensus fraction), the graph eigenvalue
+    :math:`\lambda_{j^*}` of the largest share, and the Rayleigh quotient
+    :math:`\gamma_i = u_i^\top G^{(j^*)} u_i/u_i^\top u_i` of its kernel part
+    :math:`u_i = (w_{j^*}^\top\otimes I)v_i` on :math:`G^{(j)} = \sum_q w_{j,q}^2 G_q` — so that
+    :math:`\mu_i \approx \lambda_{j^*} - \eta\gamma_i` (exact for homogeneous agents, :math:`G_q = \bar G`).
+
+    Returns:
+        dict of (n,) arrays: ``mu``, ``excitation`` (:math:`\|c_i\|\,\|v_i\|`), ``consensus``
+        (:math:`\omega_{i1}`), ``graph_eigenvalue``, ``share`` (:math:`\omega_{ij^*}`), ``gamma``,
+        ``named`` (:math:`\lambda_{j^*} - \eta\gamma_i`).
+    """
+    if expansion.consensus:
+        raise ValueError("name_modes: a consensus method has no graph modes")
+    W = expansion.system.W
+    if not stability.is_symmetric(W):
+        raise ValueError("name_modes: W must be symmetric (its eigenvectors name the modes)")
+    lam, U = np.linalg.eigh(W)
+    lam, U = lam[::-1], U[:, ::-1]                                 # lambda_1 = 1 first
+    U[:, 0] = np.abs(U[:, 0])
+    G = expansion.blocks[0]
+    out = {k: [] for k in ("mu", "excitation", "consensus", "graph_eigenvalue", "share", "gamma", "named")}
+    for i in range(min(n, len(expansion.mu))):
+        v = expansion.agent_blocks(expansion.V[:, i])              # (Q, r)
+        proj = U.T @ v                                             # (Q graph modes, r)
+        share = np.sum(np.abs(proj) ** 2, axis=1) / np.sum(np.abs(v) ** 2)
+        j = int(np.argmax(share))
+        u = proj[j]
+        Gj = np.einsum("q,qab->ab", U[:, j] ** 2, G)
+        gamma = float(np.real(np.conj(u) @ Gj @ u) / np.real(np.conj(u) @ u))
+        for k, val in (("mu", expansion.mu[i]), ("excitation", np.linalg.norm(expansion.coef[i]) * np.linalg.norm(v)),
+                       ("consensus", share[0]), ("graph_eigenvalue", lam[j]), ("share", share[j]), ("gamma", gamma),
+                       ("named", lam[j] - expansion.lr * gamma)):
+            out[k].append(val)
+    return {k: np.array(v) for k, v in out.items()}
+
+
 def tail_rate(steps, values) -> float:
     r"""Geometric rate :math:`\hat\rho` of a least-squares fit :math:`\log v_k = k\log\hat\rho + b` (log-linear).
 
@@ -267,7 +312,7 @@ class SlowModes(NamedTuple):
     lambda_2: float         # second eigenvalue of W
     h: float                # heterogeneity ||P_D G P_C||
     consensus_fraction: float   # ||P_C v_1||^2 of the slowest mode's eigenvector
-    dominant: str           # "kernel" if 1 - eta gamma_1 >= lambda_2, else "graph"
+    binding: str            # the larger lower bound: "kernel" if 1 - eta gamma_1 >= the graph bound, else "graph"
 
 
 def dgd_slow_modes(W, K, owner, lr) -> SlowModes:
@@ -286,7 +331,7 @@ def dgd_slow_modes(W, K, owner, lr) -> SlowModes:
 
     Example:
         >>> s = dgd_slow_modes(np.full((2, 2), 0.5), np.ones((2, 2)), [0, 1], 0.25)   # two copies of one point
-        >>> round(s.mu_max, 12), round(s.kernel, 12), round(s.upper, 12), s.dominant
+        >>> round(s.mu_max, 12), round(s.kernel, 12), round(s.upper, 12), s.binding
         (0.75, 0.75, 0.75, 'kernel')
     """
     system = _system(W, K, owner, "dgd_slow_modes")
@@ -307,7 +352,7 @@ def dgd_slow_modes(W, K, owner, lr) -> SlowModes:
     v1 = vec[:, -1].reshape(Q, r)
     frac = float(Q * np.sum(v1.mean(axis=0) ** 2))
     return SlowModes(float(ev[-1]), float(ev[0]), float(kernel), graph, upper, gamma_1, float(lam[-2]), h, frac,
-                     "kernel" if kernel >= lam[-2] else "graph")
+                     "kernel" if kernel >= graph else "graph")
 
 
 def local_curvatures(K, owner) -> np.ndarray:
