@@ -149,6 +149,9 @@ def test_slow_mode_is_exactly_the_kernel_mode_for_homogeneous_agents():
     assert s.h < 1e-12
     assert s.mu_max == pytest.approx(s.kernel, abs=1e-12) and s.upper == pytest.approx(s.kernel, abs=1e-12)
     assert s.consensus_fraction == pytest.approx(1, abs=1e-10) and s.binding == "kernel"
+    named = modes.name_modes(modes.mode_expansion("dgd", W, K, owner, np.zeros((Q * n, 1)), np.ones((Q * n, 1)), lr), 6)
+    assert np.allclose(named["named"], named["mu"], atol=1e-12)      # mu = lambda_j - eta gamma_i exactly
+    assert named["consensus"][0] == pytest.approx(1, abs=1e-10)
 
 
 def test_dgd_threshold_below_the_diffusion_bound_on_random_instances():

@@ -263,6 +263,11 @@ def name_modes(expansion: ModeExpansion, n: int = 8) -> dict:
         dict of (n,) arrays: ``mu``, ``excitation`` (:math:`\|c_i\|\,\|v_i\|`), ``consensus``
         (:math:`\omega_{i1}`), ``graph_eigenvalue``, ``share`` (:math:`\omega_{ij^*}`), ``gamma``,
         ``named`` (:math:`\lambda_{j^*} - \eta\gamma_i`).
+
+    Example (two agents holding the same point: homogeneous, the names are exact):
+        >>> m = mode_expansion("dgd", np.full((2, 2), 0.5), np.ones((2, 2)), [0, 1], np.zeros((2, 1)), np.ones((2, 1)), 0.25)
+        >>> {k: np.round(v, 12).tolist() for k, v in name_modes(m).items() if k in ("mu", "consensus", "named")}
+        {'mu': [0.75, -0.25], 'consensus': [1.0, 0.0], 'named': [0.75, -0.25]}
     """
     if expansion.consensus:
         raise ValueError("name_modes: a consensus method has no graph modes")
