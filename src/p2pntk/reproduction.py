@@ -10,9 +10,18 @@ training and test sets from
   output-resolved empirical NTK, the output-traced (shared) empirical NTK, and
   optionally the analytic infinite-width NTK;
 
-and a few tracked weights of several layers and agents (actual, affine and
-predicted by :math:`\theta_0 + J^\top a_q`). :func:`cached_run` stores the
-arrays with the configuration in ``_build/results`` (:mod:`p2pntk.results`).
+a few tracked weights of the first and the output layer for every agent (actual,
+affine and predicted by :math:`\theta_0 + J^\top a_q`), and the prediction error of
+*all* parameters of every dense layer :math:`l` (:class:`ParameterCheck`),
+
+.. math:: e_l(k) = \Big(\sum_q \|\theta^{\rm pred}_{q,l}(k) - \theta_{q,l}(k)\|^2\Big)^{1/2}
+          \Big/ \Big(\sum_q \|\theta_{q,l}(k) - \theta_{0,l}\|^2\Big)^{1/2},
+          \qquad \theta^{\rm pred}_q(k) = \theta_0 + J^\top a_q(k),
+
+stored as its numerator ``param_error`` and denominator ``param_movement``, (S, L) for
+the L = depth + 1 dense layers (weights and biases of a layer together).
+:func:`cached_run` stores the arrays with the configuration in ``_build/results``
+(:mod:`p2pntk.results`).
 
 The step size is ``lr_factor`` times the DGD stability bound
 :func:`p2pntk.stability.dgd_step_size_bound` of the resolved empirical kernel.
@@ -27,6 +36,7 @@ outputs are stored as float64.
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -74,6 +84,87 @@ def _tracked(params0, x, n_tracked: int, seed: int):
 def _select(picks, stacked):
     """Tracked weights of all agents from stacked parameters (leading axis Q): (Q, n_picks)."""
     return jnp.stack([stacked[l][0][:, i, j] for l, i, j in picks], axis=1)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _agent_check(apply_fn, params0, x, a, actual, picks):
+    """One agent: predicted parameters theta_0 + J^T a, their tracked weights, and per dense
+    layer the squared norms of (predicted - actual) and of (actual - theta_0), in params0's dtype."""
+    _, vjp = jax.vjp(lambda p: apply_fn(p, x), params0)
+    (delta,) = vjp(a.astype(jax.tree.leaves(params0)[0].dtype))
+    pred = jax.tree.map(jnp.add, params0, delta)
+    actual = jax.tree.map(lambda u, p: u.astype(p.dtype), actual, params0)
+    sq = lambda tree: sum(jnp.sum(jnp.square(v)) for v in jax.tree.leaves(tree))
+    dense = [i for i, p in enumerate(params0) if p]
+    err = jnp.stack([sq(jax.tree.map(jnp.subtract, pred[i], actual[i])) for i in dense])
+    mov = jnp.stack([sq(jax.tree.map(jnp.subtract, actual[i], params0[i])) for i in dense])
+    return jnp.stack([pred[l][0][i, j] for l, i, j in picks]), err, mov
+
+
+class ParameterCheck:
+    r"""``record_params`` callback of :func:`p2pntk.training.simulate` that compares all
+    parameters of the actual networks with their prediction, layer by layer.
+
+    At the s-th recorded step (calls come in the order of ``steps``) it forms, for every
+    agent q, :math:`\theta^{\rm pred}_q = \theta_0 + J^\top a_q(k_s)` (one vector–Jacobian
+    product, ``coef[s, q]`` the closed form's coefficients) and accumulates over the agents,
+    per dense layer l,
+
+    .. math:: E_{sl} = \sum_q \|\theta^{\rm pred}_{q,l} - \theta_{q,l}\|^2, \qquad
+              M_{sl} = \sum_q \|\theta_{q,l} - \theta_{0,l}\|^2
+
+    (weights and bias of the layer, in the dtype of :math:`\theta_0`); the relative error
+    of layer l is :math:`\sqrt{E_{sl}/M_{sl}}`. Full parameters of all agents are never
+    stored, only the tracked weights ``picks``. Cost: one forward and backward pass over
+    the N training points per agent and recorded step.
+
+    Args:
+        apply_fn, params0, x: the network, :math:`\theta_0` and the training inputs (rows of J).
+        coef: (S, Q, N, C) coefficients of the closed form at the recorded steps.
+        picks: (layer, i, j) indices of tracked weights (as in :func:`_tracked`).
+
+    After training, :meth:`result` returns ``param_error`` :math:`\sqrt E` and
+    ``param_movement`` :math:`\sqrt M`, both (S, L), ``pred_weights`` (S, Q, n_picks),
+    and ``seconds_predict_params``.
+    """
+
+    def __init__(self, apply_fn, params0, x, coef, picks):
+        self.apply_fn, self.params0, self.x = apply_fn, params0, x
+        self.coef, self.picks = np.asarray(coef), tuple(tuple(int(v) for v in p) for p in picks)
+        self.err, self.mov, self.pred, self.seconds = [], [], [], 0.0
+
+    def __call__(self, stacked):
+        t0 = time.perf_counter()
+        s = len(self.err)
+        if s >= len(self.coef):
+            raise ValueError(f"ParameterCheck called {s + 1} times for {len(self.coef)} recorded steps")
+        out = [_agent_check(self.apply_fn, self.params0, self.x, jnp.asarray(a), jax.tree.map(lambda u: u[q], stacked),
+                            self.picks) for q, a in enumerate(self.coef[s])]
+        self.pred.append(np.stack([np.asarray(o[0]) for o in out]))
+        self.err.append(np.sum([np.asarray(o[1]) for o in out], axis=0))
+        self.mov.append(np.sum([np.asarray(o[2]) for o in out], axis=0))
+        self.seconds += time.perf_counter() - t0
+        return _select(self.picks, stacked)
+
+    def result(self) -> dict:
+        return dict(param_error=np.sqrt(np.stack(self.err)), param_movement=np.sqrt(np.stack(self.mov)),
+                    pred_weights=np.stack(self.pred), seconds_predict_params=np.asarray(self.seconds))
+
+
+def layer_errors(r) -> np.ndarray:
+    r"""Relative prediction error of each dense layer's parameters, (S, L):
+    ``param_error / param_movement`` of a :func:`run` result, NaN where the layer has not moved
+    (k = 0, or a movement below 1e-12 times the layer's largest).
+
+    Example:
+        >>> layer_errors(dict(param_error=np.array([[0.0, 0.0], [0.1, 0.3]]),
+        ...                   param_movement=np.array([[0.0, 0.0], [1.0, 2.0]])))
+        array([[ nan,  nan],
+               [0.1 , 0.15]])
+    """
+    num, den = np.asarray(r["param_error"], np.float64), np.asarray(r["param_movement"], np.float64)
+    moved = den > 1e-12 * den.max(axis=0, keepdims=True)
+    return np.where(moved, num / np.where(moved, den, 1.0), np.nan)
 
 
 def problem(cfg):
@@ -124,12 +215,14 @@ def run(config: dict) -> dict:
 
     picks = _tracked(params0, x, cfg["n_tracked"], cfg["seed"])
     out["tracked_index"] = np.asarray(picks)
-    one = lambda a: _select(picks, jax.tree.map(lambda p: p[None], training.parameters(apply_fn, params0, x, a)))[0]
-    out["pred_weights"] = np.stack([np.stack([one(c) for c in cs]) for cs in coef])       # (S, Q, picks)
+    check = ParameterCheck(apply_fn, params0, x, coef, picks)     # predicted parameters, layer by layer
     t0 = time.perf_counter()
     act = training.simulate(alg, apply_fn, params0, W, x, y, owner, lr, steps, x_test=xt,
-                            record_params=lambda p: _select(picks, p), dtype=cfg["train_dtype"])
-    timings["train_actual"] = time.perf_counter() - t0
+                            record_params=check, dtype=cfg["train_dtype"])
+    checked = check.result()
+    timings["train_actual"] = time.perf_counter() - t0 - float(checked.pop("seconds_predict_params"))
+    timings["predict_params"] = check.seconds
+    out.update(checked)
     out.update(actual_train=np.asarray(act.train, np.float64), actual_test=np.asarray(act.test, np.float64),
                actual_weights=np.stack(act.params).astype(np.float64))
     if cfg["affine"]:
