@@ -201,3 +201,21 @@ def test_validation_happens_before_anything_is_computed(monkeypatch):
         tuning.tune(objective="speed", progress=False)
     with pytest.raises(ValueError, match=r"unknown problem keys \['width'\]"):
         tuning.tune(dict(width=10), progress=False)
+
+
+def test_cells_are_numbered_in_cell_order(tuned):
+    r, _ = tuned
+    t = r.table.set_index("cell").sort_index()
+    want = tuning.cells(GRID)
+    assert len(want) == len(t)
+    for n, c in enumerate(want):
+        assert {a: t.loc[n, a] for a in tuning.AXES} == c
+
+
+def test_train_trains_the_given_cells(tmp_path):
+    r = tuning.tune(PROBLEM, dict(topology=["ring", "complete"], width=[32]), budget=4, record=2, train=[1],
+                    folder=tmp_path, progress=False)
+    t = r.table.set_index("cell").sort_index()
+    assert t["trained"].tolist() == [False, True] and "verified" not in r.summary
+    with pytest.raises(ValueError, match=r"train: cells \[2\] are outside the grid of 2 cells \(indices 0..1\)"):
+        tuning.tune(PROBLEM, dict(topology=["ring", "complete"], width=[32]), train=[2], progress=False)

@@ -8,7 +8,7 @@ module imports only from its own layer or below; ``tests/test_layout.py`` checks
 - bottom: ``paths``, ``checks``, ``graphs``, ``algorithms`` (each algorithm defined
   once), ``metrics``, ``data``;
 - closed form (NumPy/SciPy, never JAX): ``coefficients``, ``geometry``, ``stability``,
-  ``dynamics``;
+  ``modes``, ``dynamics``;
 - network (JAX; only ``kernels`` imports neural_tangents): ``kernels``,
   ``finite_width``, ``sharding``, ``training``;
 - compositions the chapters and users call: ``problems``, ``results``, ``reproduction``,

@@ -300,7 +300,7 @@ CASES = [
          ValueError, r"objective='rounds' needs target, a test error in \(0, 1\) to reach, got target=None"),
     Case("target not reached within the budget", "tune(objective='rounds', target=0.01, budget=2)",
          lambda: _tune(objective="rounds", target=0.01, budget=2, record=2), RuntimeWarning,
-         r"1 of 1 cells do not reach test error 0.01 within 2 iterations: their objective is NaN, ranked last"),
+         r"1 of 1 stable cells do not reach test error 0.01 within 2 iterations: their objective is NaN, ranked last"),
     Case("an .npz data set without y", "from_npz(file with x only)", lambda: _npz(x=_X), ValueError,
          r"mine.npz: an .npz data set needs arrays x and y .*; it has x"),
     Case("an .npz data set with lengths that differ", "from_npz(file with 6 rows of x, 5 labels)",

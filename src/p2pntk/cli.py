@@ -276,11 +276,11 @@ def _tune(parser, args):
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(t[cols].head(args.top).to_string(index=False, float_format="{:.4g}".format))
     s = result.summary
-    unreached = int((~t["reached"]).sum())
+    unreached = int((t["stable"] & ~t["reached"]).sum())
     print(f"\n{s['n_cells']} cells, {s['n_stable']} stable; closed form {s['seconds_predict']:.1f} s "
           f"(kernel {s['seconds_kernel']:.1f} s), {s['seconds_predict_per_cell']:.3g} s per cell")
-    if unreached:
-        print(f"{unreached} cells do not reach test error {args.target} within {args.budget} {args.budget_unit} "
+    if unreached and args.objective == "rounds":
+        print(f"{unreached} stable cells do not reach test error {args.target} within {args.budget} {args.budget_unit} "
               "(objective NaN, ranked last)")
     if args.verify:
         v = s["verified"]

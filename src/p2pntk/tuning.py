@@ -141,6 +141,23 @@ def _check_options(objective, target, budget, budget_unit, record, verify, step_
         raise ValueError(f"objective='rounds' needs target, a test error in (0, 1) to reach, got target={target!r}")
 
 
+#: The order in which cells are numbered (the last fastest): one recursion per (width, algorithm,
+#: failure, local_steps), within it step factor × topology × rule.
+CELL_ORDER = ("width", "algorithm", "failure", "local_steps", "lr_factor", "topology", "rule")
+
+
+def cells(grid: dict) -> list:
+    """The cells of ``grid`` (checked, :func:`check_grid`) as dicts, in the order of their index
+    (the ``cell`` column of :attr:`TuneResult.table`): :data:`CELL_ORDER`, the last fastest.
+
+    Example:
+        >>> [(c["lr_factor"], c["topology"]) for c in cells({"lr_factor": [0.5, 1], "topology": ["ring", "star"]})]
+        [(0.5, 'ring'), (0.5, 'star'), (1.0, 'ring'), (1.0, 'star')]
+    """
+    g = check_grid(grid)
+    return [dict(zip(CELL_ORDER, v)) for v in itertools.product(*(g[a] for a in CELL_ORDER))]
+
+
 def recording_steps(n_iterations: int, record: int) -> np.ndarray:
     """The recorded iterations: ``record`` + 1 evenly spaced from 0 to ``n_iterations`` (rounded, unique).
 
@@ -184,7 +201,8 @@ class TuneResult:
     Attributes:
         table: one row per cell (a ``pandas.DataFrame``, best first): the axes, the step size
             ``lr`` and its reference ``lr_reference``, ``predicted`` (the objective),
-            ``stable``, ``diverged``, ``reached`` (``"rounds"``: target met within the budget),
+            ``stable``, ``diverged`` (and ``diverged_at``, the iteration; -1 if not), ``reached``
+            (the objective is a number: for ``"rounds"``, the target was met within the budget),
             ``rank`` (1 = best predicted; unstable and unreached cells last), ``trained``,
             ``actual`` (the trained network's objective; NaN where not trained),
             ``actual_diverged``, and the predicted and actual final test errors and losses.
@@ -270,10 +288,11 @@ def _predict_group(widths, key, mix_axes, lr_factors, n_iter, record, step_refer
         warnings.simplefilter("ignore", RuntimeWarning)
         r = dynamics.linearized_sweep(algorithm, [mixing(W, failure, tau, seed) for W in Ws], K, pb.owner, pb.f0,
                                       pb.y, lrs, steps, K_test=Kt, f0_test=pb.f0_test)
-    err = error_rate(r.test, pb.labels_test).mean(axis=-1)             # (I, T, S)
+    gone = ~np.isfinite(r.test).all(axis=(-3, -2, -1))                 # (I, T, S): diverged by then
+    err = np.where(gone, np.nan, error_rate(r.test, pb.labels_test).mean(axis=-1))
     loss = mse(r.test, pb.y_test).mean(axis=-1)
     return dict(steps=steps, lr=lrs, lr_reference=ref, error=err, loss=loss, train_loss=mean_loss(r.train, pb.y),
-                diverged=r.diverged,
+                diverged=r.diverged, diverged_at=r.diverged_at,
                 seconds_predict=np.asarray(time.perf_counter() - t0),
                 seconds_kernel=np.asarray(widths.seconds.pop(width, 0.0)))
 
@@ -323,8 +342,8 @@ def verification(predicted, actual) -> dict:
 
 def tune(problem: dict | None = None, grid: dict | None = None, *, budget: int = 200, budget_unit: str = "iterations",
          objective: str = "error", target: float | None = None, record: int = 20, step_reference: str = "dgd_bound",
-         kernel: str = "resolved", verify: int = 0, train_dtype: str = "float64", seed: int = 0, folder=None,
-         progress: bool = True) -> TuneResult:
+         kernel: str = "resolved", verify: int = 0, train=(), train_dtype: str = "float64", seed: int = 0,
+         folder=None, progress: bool = True) -> TuneResult:
     r"""Rank every cell of ``grid`` on ``problem`` by its closed-form prediction; optionally verify.
 
     Args:
@@ -339,6 +358,7 @@ def tune(problem: dict | None = None, grid: dict | None = None, *, budget: int =
             outputs: C² times less memory) or ``"analytic"`` (infinite width).
         verify: train the predicted best ``verify`` stable cells and ``verify`` random other stable
             cells (seed ``seed``), in ``train_dtype``, and report :func:`verification` and both costs.
+        train: indices of further cells to train (the ``cell`` column; :func:`cells` lists them in order).
         folder: results cache folder (default ``<build>/results``).
         progress: show a progress bar (tqdm) over the recursions and the trained cells.
 
@@ -356,6 +376,11 @@ def tune(problem: dict | None = None, grid: dict | None = None, *, budget: int =
         raise ValueError(f"unknown train_dtype={train_dtype!r}; allowed: {', '.join(training.TRAIN_DTYPES)}")
     if prob["dataset"] not in data.DATASETS:
         data.load(prob["dataset"], prob["n_train"], prob["n_test"], seed=prob["seed"])   # a bad .npz stops here
+    n_cells = int(np.prod([len(v) for v in g.values()]))
+    train = [int(n) for n in train]
+    bad = [n for n in train if not 0 <= n < n_cells]
+    if bad:
+        raise ValueError(f"train: cells {bad} are outside the grid of {n_cells} cells (indices 0..{n_cells - 1})")
     widths = _Widths(prob, kernel)
     mix_axes = list(itertools.product(g["topology"], g["rule"]))
     for top, rule in mix_axes:           # a graph that cannot be built for Q agents stops here, before any kernel
@@ -379,12 +404,13 @@ def tune(problem: dict | None = None, grid: dict | None = None, *, budget: int =
             rows.append(dict(algorithm=alg, topology=top, rule=rule, lr_factor=f, failure=p, local_steps=tau,
                              width=w, lr=float(res["lr"][i, j]), lr_reference=float(res["lr_reference"][j]),
                              predicted=float(value), stable=stable, diverged=bool(res["diverged"][i, j]),
+                             diverged_at=int(res["diverged_at"][i, j]),
                              reached=bool(np.isfinite(value)), pred_error=float(err[-1]), pred_loss=float(loss[-1])))
             curves[n] = dict(steps=res["steps"], rounds=res["steps"] // tau, pred_error=err, pred_loss=loss)
     table = pd.DataFrame(rows)
-    unreached = int((~table["reached"]).sum())
-    if unreached:
-        warnings.warn(f"{unreached} of {len(table)} cells do not reach test error {target} within {budget} "
+    unreached = int((table["stable"] & ~table["reached"]).sum())
+    if unreached and objective == "rounds":
+        warnings.warn(f"{unreached} of {int(table['stable'].sum())} stable cells do not reach test error {target} within {budget} "
                       f"{budget_unit}: their objective is NaN, ranked last (column 'reached')", RuntimeWarning,
                       stacklevel=2)
     usable = table["stable"] & table["reached"]
@@ -403,29 +429,29 @@ def tune(problem: dict | None = None, grid: dict | None = None, *, budget: int =
                    predicted_spread=float(np.ptp(stable_pred)) if len(stable_pred) else np.nan,
                    seconds_kernel=t_kernel, seconds_predict=t_kernel + t_pred,
                    seconds_predict_per_cell=(t_kernel + t_pred) / len(table))
+    picks = []
     if verify:
         rng = np.random.default_rng(seed)
-        ranked = table.index[order][: int(usable.sum())]
-        top = list(ranked[:verify])
-        rest = list(ranked[verify:])
-        picks = top + [rest[i] for i in sorted(rng.choice(len(rest), min(verify, len(rest)), replace=False))]
-        t_train = 0.0
-        for n in tqdm(picks, desc="verify", unit="cell", disable=not progress):
-            cell = table.loc[n, list(AXES)].to_dict()
-            steps = curves[n]["steps"]
-            params = dict(problem=prob, cell={k: (v.item() if hasattr(v, "item") else v) for k, v in cell.items()},
-                          lr=float(table.loc[n, "lr"]), steps=steps.tolist(), train_dtype=train_dtype)
-            act = results.cached("tune-train", params,
-                                 lambda: _train_cell(widths, cell, float(table.loc[n, "lr"]), steps, train_dtype),
-                                 folder=folder)
-            t_train += float(act["seconds_train"])
-            value = objective_value(act["error"], act["loss"], steps, int(cell["local_steps"]), objective, target)
-            table.loc[n, ["trained", "actual", "actual_diverged", "actual_error", "actual_loss"]] = [
-                True, float(value), bool(act["diverged"]), float(act["error"][-1]), float(act["loss"][-1])]
-            curves[n].update(actual_error=act["error"], actual_loss=act["loss"])
-        v = verification(table.loc[picks, "predicted"], table.loc[picks, "actual"])
-        summary.update(verified=v, n_trained=len(picks), seconds_train=t_train,
-                       seconds_train_per_cell=t_train / len(picks),
-                       speedup_per_cell=(t_train / len(picks)) / summary["seconds_predict_per_cell"])
+        ranked = list(table.index[order][: int(usable.sum())])
+        rest = ranked[verify:]
+        picks = ranked[:verify] + [rest[i] for i in sorted(rng.choice(len(rest), min(verify, len(rest)), replace=False))]
+    to_train = picks + [n for n in train if n not in picks]
+    t_train = 0.0
+    for n in tqdm(to_train, desc="train", unit="cell", disable=not progress):
+        cell = {k: (v.item() if hasattr(v, "item") else v) for k, v in table.loc[n, list(AXES)].to_dict().items()}
+        steps, lr = curves[n]["steps"], float(table.loc[n, "lr"])
+        params = dict(problem=prob, cell=cell, lr=lr, steps=steps.tolist(), train_dtype=train_dtype)
+        act = results.cached("tune-train", params, lambda: _train_cell(widths, cell, lr, steps, train_dtype),
+                             folder=folder)
+        t_train += float(act["seconds_train"])
+        value = objective_value(act["error"], act["loss"], steps, int(cell["local_steps"]), objective, target)
+        table.loc[n, ["trained", "actual", "actual_diverged", "actual_error", "actual_loss"]] = [
+            True, float(value), bool(act["diverged"]), float(act["error"][-1]), float(act["loss"][-1])]
+        curves[n].update(actual_error=act["error"], actual_loss=act["loss"])
+    if to_train:
+        summary.update(n_trained=len(to_train), seconds_train=t_train, seconds_train_per_cell=t_train / len(to_train),
+                       speedup_per_cell=(t_train / len(to_train)) / summary["seconds_predict_per_cell"])
+    if verify:
+        summary["verified"] = verification(table.loc[picks, "predicted"], table.loc[picks, "actual"])
     table = table.sort_values("rank").reset_index(drop=False).rename(columns={"index": "cell"})
     return TuneResult(table, curves, summary)
