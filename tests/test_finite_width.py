@@ -1,9 +1,12 @@
 """Finite width: predicted (closed-form, empirical NTK) versus actual nonlinear training.
 
 The linearisation is an approximation whose error shrinks with width; NTK theory
-gives O(width^-1/2) for the change of the Jacobian during training. We assert
-only a loose slope (< -0.25 in log-log) over a 16x range of widths, averaged over
-two seeds: the measured value is printed and reported in the chapters.
+gives O(width^-1/2) for the change of the Jacobian during training. Measured on
+2026-12-01 (uncentred networks, digits, 48 points, 4 agents on a ring, 200 DGD
+iterations, mean of seeds 0 and 1): relative test-output gap 10.3%, 5.4%, 2.2% at
+widths 64, 256, 1024, log-log slope -0.56. Asserted: the gap shrinks at every
+width, slope below -0.45 (a width^-1/4 error, e.g. a kernel or step mis-scaled with
+width, gives -0.25 and fails) and the widest gap at most 3% (measured 2.2%).
 """
 import jax
 import numpy as np
@@ -33,4 +36,5 @@ def test_prediction_gap_shrinks_with_width():
     slope = metrics.loglog_slope(widths, gaps)
     print(f"relative test-output gap {dict(zip(widths.tolist(), gaps.round(4).tolist()))}, slope {slope:.3f}")
     assert np.all(np.diff(gaps) < 0)
-    assert slope < -0.25
+    assert slope < -0.45, f"measured -0.56 on 2026-12-01, got {slope:.3f}"
+    assert gaps[-1] <= 0.03, f"measured 2.2% at width 1024 on 2026-12-01, got {gaps[-1]:.2%}"
