@@ -45,6 +45,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import algorithms, data, dynamics, graphs, kernels, problems, results, stability, training
 from .metrics import error_rate, mean_loss, mse
@@ -62,6 +63,8 @@ OBJECTIVES = ("error", "loss", "rounds")
 BUDGET_UNITS = ("iterations", "rounds")
 STEP_REFERENCES = ("dgd_bound", "critical")
 KERNELS = ("resolved", "shared", "analytic")
+#: Kernels up to this size (bytes) are iterated with one BLAS thread (:func:`tune`'s recursions).
+SMALL_KERNEL_BYTES = 64 * 2 ** 20
 _CHOICES = dict(algorithm=algorithms.ALGORITHMS, topology=graphs.TOPOLOGIES, rule=graphs.RULES)
 
 
@@ -284,7 +287,11 @@ def _predict_group(widths, key, mix_axes, lr_factors, n_iter, record, step_refer
     ref = _reference_steps(step_reference, algorithm, refW, K, pb.owner)
     lrs = np.asarray(lr_factors)[:, None] * ref[None, :]
     steps = recording_steps(n_iter, record)
-    with warnings.catch_warnings():        # steps beyond a sufficient bound are part of the grid on purpose
+    # One BLAS thread for a small kernel: each iteration's products are per agent (N_q C rows), too
+    # small to split; measured on the book's ci grid (N = 128, C = 10, 16 configurations, 200
+    # iterations, 2 cores under load): 8-10 s with one thread against 23-41 s with two.
+    threads = 1 if K.size * 8 <= SMALL_KERNEL_BYTES else None
+    with warnings.catch_warnings(), threadpool_limits(threads):   # beyond-bound steps: on the grid on purpose
         warnings.simplefilter("ignore", RuntimeWarning)
         r = dynamics.linearized_sweep(algorithm, [mixing(W, failure, tau, seed) for W in Ws], K, pb.owner, pb.f0,
                                       pb.y, lrs, steps, K_test=Kt, f0_test=pb.f0_test)
