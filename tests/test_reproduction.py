@@ -56,14 +56,15 @@ def run():
 
 @pytest.mark.parametrize("algorithm, topology", CLAIMED)
 def test_claim_on_ci_profile(algorithm, topology):
-    """The chapter's claim (every algorithm and topology): resolved error <= 3% and
+    """The chapter's claim (every algorithm and topology): resolved error <= 3% (ring, Erdős–Rényi;
+    4% on the star and the complete graph, see the chapter) and
     accuracy gap <= 1 point; measured values in the module docstring."""
     r = _chapter_run(algorithm, topology)
     rel = metrics.movement_error(r["pred_test"], r["actual_test"], r["f0_test"])[-1]
     gap = abs(metrics.error_rate(r["actual_test"], r["labels_test"])[-1].mean()
               - metrics.error_rate(r["pred_test"], r["labels_test"])[-1].mean())
     print(f"{algorithm} {topology}: resolved {rel:.3%}, accuracy gap {100 * gap:.2f} points")
-    assert rel <= 0.03
+    assert rel <= (0.03 if topology in ("ring", "erdos_renyi") else 0.04)   # the chapter's limits
     assert gap <= 0.01
 
 
