@@ -35,7 +35,7 @@ def test_chapters_lists_parameters_and_profile_values():
     (["run", "consensus", "-p", "rule=uniform"], "unknown value 'uniform'; allowed: metropolis, max_degree"),
     (["run", "stability", "-p", "partition=random"], "unknown value 'random'; allowed: iid, dirichlet, by_class"),
     (["run", "sweep", "-p", "dataset=mnist"], "unknown value 'mnist'; allowed: digits, fashion_mnist"),
-    (["run", "sweep", "-p", "algorithm=sgd"], "unknown value 'sgd'; allowed: dgd, atc, cta, centralized"),
+    (["run", "sweep", "-p", "algorithms=['dgd','sgd']"], "unknown value 'sgd'; allowed: dgd, atc, cta, centralized"),
     (["run", "linearized_dynamics", "-p", "check_topologies=['ring','torus']"], "unknown value 'torus'"),
 ])
 def test_bad_input_rejected_before_running(args, message):
