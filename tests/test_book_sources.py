@@ -83,3 +83,20 @@ def test_no_python_domain_roles(doc):
     fails the -W build: name the API in code literals instead."""
     text = (ROOT / f"{doc}.md").read_text()
     assert "{py:" not in text, f"{doc}.md uses a py: role; write `p2pntk.name` instead"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_display_maths_mathjax_can_render(doc):
+    """Display maths ($$ on a line of its own) starts after a blank line (else MyST leaves it as
+    raw TeX in the paragraph, as it did in the modes chapter's theorems), and uses no environment
+    that MathJax lacks without the mathtools extension (psmallmatrix, bsmallmatrix)."""
+    lines = (ROOT / f"{doc}.md").read_text().splitlines()
+    inside = False
+    for n, line in enumerate(lines):
+        if line.strip().startswith("$$"):
+            if not inside:
+                assert n == 0 or not lines[n - 1].strip(), f"{doc}.md:{n + 1}: $$ block needs a blank line before it"
+            inside = not inside
+    text = "\n".join(lines)
+    for env in ("psmallmatrix", "bsmallmatrix"):
+        assert env not in text, f"{doc}.md uses {env}, unknown to MathJax: use \\left(\\begin{{smallmatrix}}...\\right)"
