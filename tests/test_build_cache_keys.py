@@ -9,6 +9,7 @@ import ast
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from p2pntk import graphs, pipeline, plotting, results
@@ -134,3 +135,53 @@ def test_chapter_source_and_parameters_change_only_that_chapter(project):
 def test_default_package_is_the_one_imported():
     assert results.code_hash() == results.code_hash(PKG)
     assert results.key("run", {"a": 1}) == results.key("run", {"a": 1}, package_dir=PKG)
+
+
+def module_key(root: Path, module: str) -> str:
+    return results.key("run", {"n_agents": 8}, package_dir=root / "src" / "p2pntk", module=module)
+
+
+def test_a_result_is_keyed_by_the_modules_its_computation_imports(project):
+    """reproduction does not import tuning: editing tuning keeps reproduction's results and
+    changes tuning's; editing graphs (imported by both, through others too) changes both."""
+    pkg = project / "src" / "p2pntk"
+    deps = results.dependencies("reproduction", package_dir=pkg)
+    assert "tuning" not in deps and {"reproduction", "results", "graphs", "kernels", "training"} <= set(deps)
+    assert not set(deps) & set(results.BUILD_MODULES)
+    before = {m: module_key(project, m) for m in ("reproduction", "tuning")}
+    edit_function(pkg / "tuning.py")
+    assert module_key(project, "reproduction") == before["reproduction"]
+    assert module_key(project, "tuning") != before["tuning"]
+    edit_function(pkg / "graphs.py")
+    assert module_key(project, "reproduction") != before["reproduction"]
+
+
+def test_an_import_inside_a_function_or_of_the_facade_counts(project):
+    pkg = project / "src" / "p2pntk"
+    before = results.dependencies("metrics", package_dir=pkg)
+    with open(pkg / "metrics.py", "a") as f:
+        f.write("\n\ndef _late():\n    from .modes import mode_expansion\n    return mode_expansion\n")
+    assert set(results.dependencies("metrics", package_dir=pkg)) >= set(before) | {"modes"}
+    with open(pkg / "metrics.py", "a") as f:
+        f.write("\n\ndef _facade():\n    import p2pntk\n    return p2pntk\n")
+    everything = {f.stem for f in pkg.glob("*.py")}
+    assert set(results.dependencies("metrics", package_dir=pkg)) == everything
+    with pytest.raises(ValueError, match="module must be a module of the package"):
+        results.dependencies("no_such_module", package_dir=pkg)
+
+
+def test_cached_keys_by_the_module_of_compute_and_by_the_code_imported(tmp_path, monkeypatch):
+    """cached() keys a function of the package by its module's dependencies and anything else by
+    every module; the sources are those read at import, so a file edited during a run changes no key."""
+    outside = lambda: {"x": np.zeros(1)}
+    inside = lambda: {"x": np.ones(1)}
+    inside.__module__ = "p2pntk.reproduction"
+    results.cached("demo", {"a": 1}, outside, folder=tmp_path / "a")
+    results.cached("demo", {"a": 1}, inside, folder=tmp_path / "b")
+    names = [{p.name for p in (tmp_path / d).glob("*.npz")} for d in "ab"]
+    assert names == [{f"demo-{results.key('demo', {'a': 1})}.npz"},
+                     {f"demo-{results.key('demo', {'a': 1}, module='reproduction')}.npz"}]
+    assert names[0] != names[1]
+    before = results.key("demo", {"a": 1}, module="reproduction")
+    monkeypatch.setattr(results, "_sources", lambda package_dir=None: {"edited.py": b"x = 1"})
+    assert results.key("demo", {"a": 1}, module="reproduction") == before       # SOURCES, read at import

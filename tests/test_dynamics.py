@@ -270,6 +270,18 @@ def test_sweep_equals_one_run_per_configuration(algorithm, resolved, counts):
                 assert rel(got[i, j, 1:], want[1:]) <= 1e-12, (i, j)
     # the topologies really differ (a wrong W per column block would fail above), except centralised
     assert (rel(sw.train[0, 0, -1], sw.train[0, 1, -1]) > 1e-3) == (algorithm != "centralized")
+    # a reduced recording (here: the mean test output and the iteration) holds the same values, in the same cells
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        red = dynamics.linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, K_test=Kt, f0_test=f0t,
+                                        record=lambda system, A, s: (system.outputs(A, test=True).mean(axis=(1, 2)),
+                                                                     np.full(A.shape[2] // (1 if resolved else C), s)))
+    assert red.train is None and red.test is None and red.coef is None
+    mean_test, at_step = red.recorded
+    assert mean_test.shape == (3, 2, 3, C) and at_step.shape == (3, 2, 3)
+    assert (at_step == np.asarray(steps)).all()
+    assert rel(mean_test[:, :, 1:], sw.test[:, :, 1:].mean(axis=(3, 4))) <= 1e-12
+    np.testing.assert_array_equal(red.diverged, sw.diverged)
 
 
 def test_sweep_shares_step_sizes_across_topologies_and_checks_shapes():

@@ -45,7 +45,8 @@ def test_cache_hit_miss_and_corrupt_file_recomputed(tmp_path):
 
 def test_key_depends_on_code(monkeypatch):
     k1 = results.key("x", {"a": 1})
-    monkeypatch.setattr(results, "code_hash", lambda *args, **kwargs: "different code")
+    edited = {**results.SOURCES, "graphs.py": results.SOURCES["graphs.py"] + b"\n# edited\n"}
+    monkeypatch.setattr(results, "SOURCES", edited)
     assert results.key("x", {"a": 1}) != k1
 
 

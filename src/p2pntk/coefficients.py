@@ -176,10 +176,8 @@ class CoefficientSystem:
     def record_all(self, A):
         """Train outputs, test outputs (or None) and coefficients of every configuration
         of a state (Q, n, L·m), each (L, Q, ·, C); one matrix product per output set."""
-        L = A.shape[2] // self.resid0.shape[1]
-        out = lambda Kx, f0x: self._configs(self.apply(Kx, A) + np.tile(f0x, L)[None])
-        test = out(*self.test) if self.test is not None else None
-        return out(self.Kmat, self.f0), test, self._configs(A)
+        test = self.outputs(A, test=True) if self.test is not None else None
+        return self.outputs(A), test, self._configs(A)
 
     def record(self, A):
         """Train outputs, test outputs (or None) and coefficients of a single-configuration state (Q, n, m)."""
@@ -221,10 +219,21 @@ class CoefficientSystem:
         """The operations of :mod:`p2pntk.algorithms` on this system's states, with step size(s) ``lr``."""
         return _Ops(self, lr)
 
-    def run(self, algorithm, lr, steps, *, stop_diverged: bool = False):
+    def outputs(self, A, test: bool = False):
+        """Train (or test) outputs :math:`f_0 + K a_q` of every configuration of a state (Q, n, L·m), (L, Q, ·, C)."""
+        L = A.shape[2] // self.resid0.shape[1]
+        Kx, f0x = self.test if test else (self.Kmat, self.f0)
+        return self._configs(self.apply(Kx, A) + np.tile(f0x, L)[None])
+
+    def run(self, algorithm, lr, steps, *, stop_diverged: bool = False, record=None):
         r"""Iterate ``algorithm`` from :math:`a_q(0) = 0` with step sizes ``lr`` (one per state
         column, length L·m) and record at ``steps``: (steps, train, test or None, coef), each
         (S, L, Q, ·, C).
+
+        ``record``, a function ``(A, s) -> tuple of arrays`` of the state (Q, n, L·m) at
+        iteration ``s``, replaces :meth:`record_all` (e.g. summaries of :meth:`outputs`, far
+        smaller than the outputs of every agent): then the recorded values are its arrays,
+        stacked over ``steps``, in place of (train, test, coef).
 
         With ``stop_diverged``, a configuration whose state exceeds :data:`DIVERGED` in magnitude
         (or is no longer finite) is diverged: from that iteration its columns are NaN (NaN stays
@@ -254,9 +263,9 @@ class CoefficientSystem:
                     k += 1
                     if stop_diverged:
                         state = _stop_diverged(state, at, k, m)
-                recs.append(self.record_all(state["x"]))
-        train, test, coef = (None if x[0] is None else np.stack(x) for x in zip(*recs))
-        return (steps, train, test, coef, at) if stop_diverged else (steps, train, test, coef)
+                recs.append(self.record_all(state["x"]) if record is None else tuple(record(state["x"], int(s))))
+        values = tuple(None if x[0] is None else np.stack(x) for x in zip(*recs))
+        return (steps, *values, at) if stop_diverged else (steps, *values)
 
 
 #: Magnitude of a coefficient beyond which a configuration counts as diverged

@@ -51,9 +51,11 @@ class SweepResult(DynamicsResult):
         diverged: (I, T) bool, configuration ``[i, j]`` diverged (a coefficient exceeded
             :data:`p2pntk.coefficients.DIVERGED` in magnitude): its outputs are NaN from the
             iteration ``diverged_at[i, j]`` on (-1: never diverged).
+        recorded: with ``record``, its arrays, each (I, T, S, ...); else None.
     """
     diverged: np.ndarray | None = None
     diverged_at: np.ndarray | None = None
+    recorded: tuple | None = None
 
 
 def linearized_outputs(algorithm, W, K, owner, f0, y, lr, steps, *, K_test=None, f0_test=None, momentum: float = 0.0,
@@ -114,7 +116,7 @@ def linearized_outputs(algorithm, W, K, owner, f0, y, lr, steps, *, K_test=None,
 
 
 def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None, f0_test=None, momentum: float = 0.0,
-                     batches=None) -> SweepResult:
+                     batches=None, record=None) -> SweepResult:
     r"""Exact outputs of linearised peer-to-peer training for every step size × mixing matrix, together.
 
     The L = I·T configurations (:math:`\eta_i`, :math:`W_j`), I = ``len(lrs)``,
@@ -159,12 +161,19 @@ def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None,
             predicted in one batched recursion).
         momentum, batches: as :func:`linearized_outputs` (shared by all configurations).
         lrs: (I,) step sizes shared by every W, or (I, T), one per configuration.
+        record: optional ``(system, A, s) -> tuple of arrays`` with a leading axis of the L
+            configurations, computed from the state ``A`` at each recorded iteration ``s``
+            (e.g. ``system.outputs(A, test=True)`` reduced to a mean error), in place of every
+            agent's outputs: memory :math:`S\,L` times its size instead of
+            :math:`S Q (2N + N_{\rm test}) C L` floats (configuration ``l = j I + i``).
 
     Returns:
         :class:`SweepResult` with ``train`` (I, T, S, Q, N, C), ``test``
         (I, T, S, Q, N_test, C) and ``coef`` (I, T, S, Q, N, C): index ``[i, j]`` is
         ``linearized_outputs(algorithm, Ws[j], ..., lrs[i] (or lrs[i, j]), steps)`` (NaN
         once diverged), and the (I, T) ``diverged`` mask and ``diverged_at`` iterations.
+        With ``record``: ``recorded``, the tuple of its arrays, each (I, T, S, ...), and
+        ``train``, ``test``, ``coef`` None.
     """
     T = len(Ws)
     lrs = np.asarray(lrs, dtype=np.float64)
@@ -182,10 +191,14 @@ def linearized_sweep(algorithm, Ws, K, owner, f0, y, lrs, steps, *, K_test=None,
             check_lr(lrs[i, j])
             if len(mixer.W) == 1 and batches is None:
                 stability.warn_if_unstable(alg, mixer.W[0], system, lrs[i, j], f"configuration (lr {i}, W {j}): ", curv)
-    steps, train, test, coef, at = system.run(alg, np.repeat(lrs.T.ravel(), system.resid0.shape[1]), steps,
-                                              stop_diverged=True)
+    rec = None if record is None else (lambda A, s: record(system, A, s))
+    steps, *values, at = system.run(alg, np.repeat(lrs.T.ravel(), system.resid0.shape[1]), steps,
+                                    stop_diverged=True, record=rec)
     grid = lambda x: None if x is None else x.reshape((len(x), T, I) + x.shape[2:]).swapaxes(0, 2)  # (S, L) -> (I, T, S)
     at = at.reshape(T, I).T
+    if record is not None:
+        return SweepResult(np.asarray(steps), None, None, None, None, at >= 0, at, tuple(map(grid, values)))
+    train, test, coef = values
     return SweepResult(np.asarray(steps), grid(train), grid(test), None, grid(coef), at >= 0, at)
 
 

@@ -4,11 +4,19 @@ Every expensive result is a dictionary of NumPy arrays saved as one ``.npz``
 file under ``<build>/results/`` (``<root>/_build/results/`` unless
 ``P2PNTK_BUILD`` is set) together with its parameters (JSON). The file name
 carries a hash of the parameters *and* of the code that computes them, so a
-change of either never serves a stale result. That code is every module of the
-package except the build layer (:data:`BUILD_MODULES`: the pipeline, the
-command line, the figure helpers and the bad-input cases, which read results but
-never change one), plus ``pyproject.toml`` (the pins): a plotting tweak keeps
-the results cache, a change of a computing module or of a pin recomputes it.
+change of either never serves a stale result. That code is the module that
+defines the computation (the ``compute`` function's module, e.g.
+:mod:`p2pntk.reproduction`) and every package module it imports, directly or
+through others (:func:`dependencies`, read from the ``import`` statements), plus
+``pyproject.toml`` (the pins). The build layer (:data:`BUILD_MODULES`: the
+pipeline, the command line, the figure helpers and the bad-input cases, which
+read results but never change one) is never part of it. So a plotting tweak keeps
+the results cache, and so does an edit of :mod:`p2pntk.tuning` for a result of
+:mod:`p2pntk.reproduction` (which does not import it), while a change of a module
+the computation imports, or of a pin, recomputes it. A ``compute`` defined outside
+the package (a chapter, a test) is keyed by every module but the build layer.
+The sources are read once, when this module is imported (:data:`SOURCES`), so a
+long run keys its results by the code it imported, not by files edited since.
 (The executed chapters are keyed by every module, see :mod:`p2pntk.pipeline`.)
 
 Files are written atomically (:func:`p2pntk.paths.atomic_write`) and
@@ -21,6 +29,7 @@ file itself stays byte-for-byte reproducible.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
@@ -41,34 +50,102 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 BUILD_MODULES = ("pipeline", "cli", "plotting", "bad_input")
 
 
-def code_hash(package_dir=None, exclude=()) -> str:
-    """Hash of the package's ``.py`` files, except the modules named in ``exclude``, and of the pins.
+def _sources(package_dir=None) -> dict:
+    """The package's ``.py`` files (relative path -> bytes) and the pins (key ``"pyproject.toml"``)."""
+    pkg = Path(package_dir).resolve() if package_dir else Path(__file__).resolve().parent
+    files = {f.relative_to(pkg).as_posix(): f.read_bytes() for f in sorted(pkg.rglob("*.py"))}
+    pyproject = pkg.parents[1] / "pyproject.toml"
+    if pyproject.is_file():
+        files["pyproject.toml"] = pyproject.read_bytes()
+    return files
+
+
+#: The sources of the package as imported (read when this module is imported): the
+#: results keys of this process (:func:`key` without ``package_dir``) hash these bytes.
+SOURCES = _sources()
+
+
+def _hash(files: dict, exclude=(), modules=None) -> str:
+    h = hashlib.sha256()
+    for rel, data in files.items():
+        stem = Path(rel).stem
+        if rel != "pyproject.toml" and (stem in exclude or (modules is not None and stem not in modules)):
+            continue
+        h.update(rel.encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def code_hash(package_dir=None, exclude=(), modules=None) -> str:
+    """Hash of the package's ``.py`` files (read now), except the modules named in ``exclude``, and of the pins.
 
     Args:
         package_dir: the package folder (default: the package imported); the pins are
             ``pyproject.toml`` two levels up (``<root>/src/p2pntk`` -> ``<root>``), if there.
         exclude: module file stems to leave out, e.g. :data:`BUILD_MODULES`.
+        modules: if given, only these module file stems (and the pins), e.g. :func:`dependencies`.
     """
-    pkg = Path(package_dir).resolve() if package_dir else Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for f in sorted(pkg.rglob("*.py")):
-        if f.stem in exclude:
+    return _hash(_sources(package_dir), exclude, modules)
+
+
+def _imports(source: bytes, known: set) -> set:
+    """Package modules that a module's source imports (``from . import a``, ``from .a import b``, ``p2pntk.a``)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module and node.module.split(".")[0] != "p2pntk":
+                continue
+            parts = (node.module or "").split(".")
+            parts = parts[1:] if node.level == 0 else parts
+            if parts and parts[0]:
+                found.add(parts[0])
+            else:  # from . import a, b  /  from p2pntk import a
+                found.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[0] == "p2pntk":
+                    found.add(parts[1] if len(parts) > 1 else "__init__")
+    return found & known
+
+
+def dependencies(module: str, package_dir=None, files: dict | None = None) -> tuple:
+    """The package modules ``module`` imports, directly or through others, itself included (file stems, sorted).
+
+    Read from the ``import`` statements anywhere in each module (also inside functions).
+    Importing the facade (``import p2pntk``) counts as importing every module, since the
+    facade reaches all of them.
+
+    Example:
+        >>> "tuning" in dependencies("reproduction"), {"graphs", "results"} <= set(dependencies("reproduction"))
+        (False, True)
+    """
+    files = _sources(package_dir) if files is None else files
+    by_stem = {Path(rel).stem: data for rel, data in files.items() if rel.endswith(".py")}
+    known = set(by_stem)
+    if module not in known:
+        raise ValueError(f"module must be a module of the package, one of {sorted(known)}; got {module!r}")
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m in seen:
             continue
-        h.update(f.relative_to(pkg).as_posix().encode())
-        h.update(f.read_bytes())
-    pyproject = pkg.parents[1] / "pyproject.toml"
-    if pyproject.is_file():
-        h.update(pyproject.read_bytes())
-    return h.hexdigest()
+        seen.add(m)
+        todo.extend(known - seen if m == "__init__" else _imports(by_stem[m], known) - seen)
+    return tuple(sorted(seen))
 
 
-def key(name: str, params: dict, *, package_dir=None) -> str:
+def key(name: str, params: dict, *, package_dir=None, module: str | None = None) -> str:
     """Cache key of a result: its name, its parameters (JSON) and the hash of the code computing it.
 
-    That code is :func:`code_hash` without the build layer (:data:`BUILD_MODULES`).
+    That code is :func:`dependencies` of ``module`` (a module file stem, e.g. ``"reproduction"``), or
+    every module if ``module`` is None; never the build layer (:data:`BUILD_MODULES`). Without
+    ``package_dir`` the sources are those read at import (:data:`SOURCES`).
     """
     blob = json.dumps({"name": name, "params": params}, sort_keys=True, default=str)
-    code = code_hash(package_dir, exclude=BUILD_MODULES)
+    files = SOURCES if package_dir is None else _sources(package_dir)
+    modules = None if module is None else dependencies(module, files=files)
+    code = _hash(files, exclude=BUILD_MODULES, modules=modules)
     return hashlib.sha256((blob + code).encode()).hexdigest()[:20]
 
 
@@ -104,12 +181,15 @@ def cached(name: str, params: dict, compute, *, folder=None, verbose: bool = Tru
     Args:
         name: kind of result (file name prefix).
         params: JSON-serialisable parameters (everything that changes the result).
-        compute: function returning a dict of arrays.
+        compute: function returning a dict of arrays; the code of its module and of what that
+            module imports is part of the key (:func:`key`).
         folder: defaults to ``<build>/results`` (:func:`p2pntk.paths.build_dir`).
         verbose: warn (``RuntimeWarning``) when a corrupt file is found and recomputed.
     """
     folder = Path(folder) if folder else build_dir() / "results"
-    path = folder / f"{name}-{key(name, params)}.npz"
+    owner = getattr(compute, "__module__", None) or ""
+    module = owner.split(".", 1)[1] if owner.startswith("p2pntk.") else None
+    path = folder / f"{name}-{key(name, params, module=module)}.npz"
     if path.is_file():
         try:
             arrays, stored = load(path)
