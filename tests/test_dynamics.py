@@ -392,3 +392,23 @@ def test_sweep_marks_diverged_configurations_without_overflow_warnings():
         all_div = dynamics.linearized_sweep("dgd", Ws, K, owner, f0, y, [50.0], [0, 10 ** 6])
     assert all_div.diverged.all() and np.isnan(all_div.train[:, :, 1]).all()
     assert not [w for w in caught if "overflow" in str(w.message) or "invalid value" in str(w.message)]
+
+
+@pytest.mark.parametrize("resolved", [True, False])
+def test_points_grouped_by_agent_give_the_same_outputs_with_one_kernel_copy(resolved):
+    """problems.by_agent only reorders the training points: every agent's test outputs are
+    unchanged (to round-off), and the closed form then keeps no second, grouped copy of K."""
+    from p2pntk import coefficients, problems
+    p = problems.digits_problem(24, 10, 4, 32, seed=3, partition="dirichlet", alpha=0.5, resolved=resolved)
+    q = problems.by_agent(p)
+    assert np.all(np.diff(q.owner) >= 0) and not np.all(np.diff(p.owner) >= 0)
+    W = graphs.mixing_matrix(graphs.topology("ring", 4))
+    run = lambda r: dynamics.linearized_outputs("atc", W, r.K, r.owner, r.f0, r.y, 0.5, [0, 7, 30],
+                                                K_test=r.K_test, f0_test=r.f0_test)
+    a, b = run(p), run(q)
+    assert rel(b.test, a.test) <= 1e-12
+    order = np.argsort(p.owner, kind="stable")
+    assert rel(b.train, a.train[:, :, order]) <= 1e-12          # the same points, reordered
+    grouped = coefficients.CoefficientSystem([W], q.K, q.owner, q.f0, q.y)
+    assert np.shares_memory(grouped._Kp, q.K)                     # no copy
+    assert not np.shares_memory(coefficients.CoefficientSystem([W], p.K, p.owner, p.f0, p.y)._Kp, p.K)

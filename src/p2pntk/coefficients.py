@@ -86,8 +86,10 @@ class CoefficientSystem:
 
     Cost per gradient: :math:`O(n^2 L m)` (:math:`N^2 C` shared, :math:`(NC)^2` resolved,
     independent of Q), one pass over the kernel for all L configurations; per mixing
-    :math:`O(\mathrm{nnz}(W)\, n L m)`. Memory: two copies of the (n, n) kernel (``Kmat``
-    and its grouped rows) plus a few (Q, n, L·m) states; no (Qn, Qn) matrix is formed.
+    :math:`O(\mathrm{nnz}(W)\, n L m)`. Memory: the (n, n) kernel given (``Kmat``, a view) and a
+    copy of its rows grouped by agent — no copy when the points are already grouped by agent
+    (``owner`` sorted, :func:`p2pntk.problems.by_agent`) — plus a few (Q, n, L·m) states; no
+    (Qn, Qn) matrix is formed.
 
     Example:
         >>> s = CoefficientSystem([np.full((2, 2), 0.5)], np.eye(2), [0, 1], np.zeros((2, 1)), np.ones((2, 1)))
@@ -134,7 +136,8 @@ class CoefficientSystem:
         self._rows = (order[:, None] * per + np.arange(per)).ravel()
         self._agent = np.repeat(np.arange(Q), counts * per)
         self._start = np.concatenate([[0], np.cumsum(counts * per)])
-        self._Kp = self.Kmat[self._rows]                                    # (n, n), rows grouped by agent
+        ordered = bool(np.array_equal(self._rows, np.arange(len(self._rows))))   # points already grouped by agent
+        self._Kp = self.Kmat if ordered else self.Kmat[self._rows]         # (n, n), rows grouped by agent
         self._r0p = self.resid0[self._rows]
         self._wp = self.d[self._agent, self._rows][:, None]                 # 1/N_q of each grouped row
         self._equal = bool(np.all(counts == counts[0]))
