@@ -48,7 +48,7 @@ def test_every_cell_of_the_grid_is_ranked_once(tuned):
 def test_a_cell_is_the_closed_form_of_its_configuration(tuned):
     """One cell per (method, failure, local steps): its curves equal linearized_outputs' to 1e-10."""
     r, _ = tuned
-    p = problems.problem("digits", 40, 30, 4, 64, with_kernel=False)
+    p = problems.by_agent(problems.problem("digits", 40, 30, 4, 64, with_kernel=False))   # as tune builds it
     K, Kt = kernels.kernel(p.apply_fn, p.params0, p.x, p.x_test)
     t = r.table.set_index("cell")
     for (alg, fail, tau), rows in t.groupby(["algorithm", "failure", "local_steps"]):
@@ -69,7 +69,7 @@ def test_step_sizes_are_fractions_of_the_reference(tuned):
     r, _ = tuned
     t = r.table
     np.testing.assert_allclose(t["lr"], t["lr_factor"] * t["lr_reference"], rtol=1e-14)
-    p = problems.problem("digits", 40, 30, 4, 64, with_kernel=False)
+    p = problems.by_agent(problems.problem("digits", 40, 30, 4, 64, with_kernel=False))   # as tune builds it
     K, _ = kernels.kernel(p.apply_fn, p.params0, p.x, p.x_test)
     W = graphs.mixing_matrix(graphs.topology("ring", 4), "metropolis")
     ring = t[(t["topology"] == "ring") & (t["failure"] == 0)]
@@ -99,7 +99,7 @@ def test_a_verified_cell_is_the_training_of_its_configuration(tuned):
     r, _ = tuned
     n = int(r.table[r.table["trained"]]["cell"].iloc[0])
     c = r.table.set_index("cell").loc[n]
-    p = problems.problem("digits", 40, 30, 4, 64, with_kernel=False)
+    p = problems.by_agent(problems.problem("digits", 40, 30, 4, 64, with_kernel=False))   # as tune builds it
     W = graphs.mixing_matrix(graphs.topology(c["topology"], 4), c["rule"])
     act = training.simulate(c["algorithm"], p.apply_fn, p.params0, tuning.mixing(W, c["failure"], c["local_steps"], 0),
                             p.x, p.y, p.owner, c["lr"], r.curves[n]["steps"], x_test=p.x_test)

@@ -45,7 +45,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import algorithms, data, dynamics, graphs, kernels, problems, results, stability, training
 from .metrics import error_rate, mean_loss, mse
@@ -63,8 +62,6 @@ OBJECTIVES = ("error", "loss", "rounds")
 BUDGET_UNITS = ("iterations", "rounds")
 STEP_REFERENCES = ("dgd_bound", "critical")
 KERNELS = ("resolved", "shared", "analytic")
-#: Kernels up to this size (bytes) are iterated with one BLAS thread (:func:`tune`'s recursions).
-SMALL_KERNEL_BYTES = 64 * 2 ** 20
 _CHOICES = dict(algorithm=algorithms.ALGORITHMS, topology=graphs.TOPOLOGIES, rule=graphs.RULES)
 
 
@@ -256,9 +253,10 @@ class _Widths:
     def net(self, width):
         if width not in self.nets:
             p = self.problem
-            self.nets[width] = problems.problem(p["dataset"], p["n_train"], p["n_test"], p["n_agents"], width,
-                                                depth=p["depth"], partition=p["partition"], alpha=p["alpha"],
-                                                seed=p["seed"], activation=p["activation"], with_kernel=False)
+            self.nets[width] = problems.by_agent(problems.problem(
+                p["dataset"], p["n_train"], p["n_test"], p["n_agents"], width, depth=p["depth"],
+                partition=p["partition"], alpha=p["alpha"], seed=p["seed"], activation=p["activation"],
+                with_kernel=False))   # grouped by agent: the recursion keeps one copy of the kernel
         return self.nets[width]
 
     def kernels(self, width):
@@ -274,41 +272,50 @@ class _Widths:
         return self.blocks[width]
 
 
-def _predict_group(widths, key, mix_axes, lr_factors, n_iter, record, step_reference):
+def _summaries(pb, last):
+    """The ``record`` of :func:`~p2pntk.dynamics.linearized_sweep` for tuning: per configuration the
+    mean-over-agents test error and loss at every recorded step, and the training loss
+    (:func:`~p2pntk.metrics.mean_loss`) at the last one (NaN before): L·3 numbers per step in place
+    of every agent's outputs, :math:`Q (2N + N_*) C` per configuration."""
+    def record(system, A, s):
+        test = system.outputs(A, test=True)                                       # (L, Q, N_*, C)
+        loss = mse(test, pb.y_test).mean(axis=-1)
+        err = np.where(np.isfinite(loss), error_rate(test, pb.labels_test).mean(axis=-1), np.nan)
+        train = mean_loss(system.outputs(A), pb.y) if s == last else np.full(len(loss), np.nan)
+        return err, loss, train
+    return record
+
+
+def _predict_group(widths, key, mixes, lr_factors, n_iter, record, step_reference):
     """One batched closed-form recursion: every (lr_factor, topology × rule) cell of a
-    (width, algorithm, failure, local_steps) group. Returns the arrays cached for it."""
+    (width, algorithm, failure, local_steps) group; ``mixes`` the (topology, rule) -> W of the
+    grid. Returns the arrays cached for it."""
     width, algorithm, failure, tau = key
     pb = widths.net(width)
-    seed, Q = widths.problem["seed"], widths.problem["n_agents"]
+    seed = widths.problem["seed"]
     K, Kt = widths.kernels(width)
     t0 = time.perf_counter()
-    Ws = [graphs.mixing_matrix(graphs.topology(t, Q, seed=seed), r) for t, r in mix_axes]
+    Ws = list(mixes.values())
     refW = [mixing(W, failure, 1, seed).expected if failure > 0 else W for W in Ws]
     ref = _reference_steps(step_reference, algorithm, refW, K, pb.owner)
     lrs = np.asarray(lr_factors)[:, None] * ref[None, :]
     steps = recording_steps(n_iter, record)
-    # One BLAS thread for a small kernel: each iteration's products are per agent (N_q C rows), too
-    # small to split; measured on the book's ci grid (N = 128, C = 10, 16 configurations, 200
-    # iterations, 2 cores under load): 8-10 s with one thread against 23-41 s with two.
-    threads = 1 if K.size * 8 <= SMALL_KERNEL_BYTES else None
-    with warnings.catch_warnings(), threadpool_limits(threads):   # beyond-bound steps: on the grid on purpose
+    with warnings.catch_warnings():   # beyond-bound steps: on the grid on purpose
         warnings.simplefilter("ignore", RuntimeWarning)
         r = dynamics.linearized_sweep(algorithm, [mixing(W, failure, tau, seed) for W in Ws], K, pb.owner, pb.f0,
-                                      pb.y, lrs, steps, K_test=Kt, f0_test=pb.f0_test)
-    gone = ~np.isfinite(r.test).all(axis=(-3, -2, -1))                 # (I, T, S): diverged by then
-    err = np.where(gone, np.nan, error_rate(r.test, pb.labels_test).mean(axis=-1))
-    loss = mse(r.test, pb.y_test).mean(axis=-1)
-    return dict(steps=steps, lr=lrs, lr_reference=ref, error=err, loss=loss, train_loss=mean_loss(r.train, pb.y),
-                diverged=r.diverged, diverged_at=r.diverged_at,
+                                      pb.y, lrs, steps, K_test=Kt, f0_test=pb.f0_test,
+                                      record=_summaries(pb, int(steps[-1])))
+    err, loss, train = r.recorded
+    return dict(steps=steps, lr=lrs, lr_reference=ref, error=err, loss=loss, train_loss=train[:, :, -1],
+                train_loss0=np.asarray(mse(pb.f0, pb.y)), diverged=r.diverged, diverged_at=r.diverged_at,
                 seconds_predict=np.asarray(time.perf_counter() - t0),
                 seconds_kernel=np.asarray(widths.seconds.pop(width, 0.0)))
 
 
-def _train_cell(widths, cell, lr, steps, train_dtype):
-    """Train the actual networks of one cell: mean-over-agents test error and loss curves."""
+def _train_cell(widths, cell, W, lr, steps, train_dtype):
+    """Train the actual networks of one cell (mixing matrix ``W``): mean-over-agents test error and loss curves."""
     pb = widths.net(cell["width"])
     p = widths.problem
-    W = graphs.mixing_matrix(graphs.topology(cell["topology"], p["n_agents"], seed=p["seed"]), cell["rule"])
     t0 = time.perf_counter()
     try:
         act = training.simulate(cell["algorithm"], pb.apply_fn, pb.params0,
@@ -389,31 +396,31 @@ def tune(problem: dict | None = None, grid: dict | None = None, *, budget: int =
     if bad:
         raise ValueError(f"train: cells {bad} are outside the grid of {n_cells} cells (indices 0..{n_cells - 1})")
     widths = _Widths(prob, kernel)
-    mix_axes = list(itertools.product(g["topology"], g["rule"]))
-    for top, rule in mix_axes:           # a graph that cannot be built for Q agents stops here, before any kernel
-        graphs.mixing_matrix(graphs.topology(top, prob["n_agents"], seed=prob["seed"]), rule)
+    # every mixing matrix once; a graph that cannot be built for Q agents stops here, before any kernel
+    mixes = {(top, rule): graphs.mixing_matrix(graphs.topology(top, prob["n_agents"], seed=prob["seed"]), rule)
+             for top, rule in itertools.product(g["topology"], g["rule"])}
     groups = list(itertools.product(g["width"], g["algorithm"], g["failure"], g["local_steps"]))
-    rows, curves, preds = [], {}, {}
+    preds = {}
     for key in tqdm(groups, desc="closed form", unit="recursion", disable=not progress):
         n_iter = budget * (key[3] if budget_unit == "rounds" else 1)
-        params = dict(problem=prob, key=list(key), mix=[list(m) for m in mix_axes], lr_factor=g["lr_factor"],
+        params = dict(problem=prob, key=list(key), mix=[list(m) for m in mixes], lr_factor=g["lr_factor"],
                       n_iterations=n_iter, record=record, step_reference=step_reference, kernel=kernel)
-        preds[key] = results.cached("tune", params, lambda: _predict_group(widths, key, mix_axes, g["lr_factor"],
+        preds[key] = results.cached("tune", params, lambda: _predict_group(widths, key, mixes, g["lr_factor"],
                                                                            n_iter, record, step_reference),
                                     folder=folder)
-    for (w, alg, p, tau), res in preds.items():
-        for (i, f), (j, (top, rule)) in itertools.product(enumerate(g["lr_factor"]), enumerate(mix_axes)):
-            err, loss = res["error"][i, j], res["loss"][i, j]
-            value = objective_value(err, loss, res["steps"], tau, objective, target)
-            tl = res["train_loss"][i, j]
-            stable = bool(not res["diverged"][i, j] and np.isfinite(tl[-1]) and tl[-1] <= tl[0])
-            n = len(rows)
-            rows.append(dict(algorithm=alg, topology=top, rule=rule, lr_factor=f, failure=p, local_steps=tau,
-                             width=w, lr=float(res["lr"][i, j]), lr_reference=float(res["lr_reference"][j]),
-                             predicted=float(value), stable=stable, diverged=bool(res["diverged"][i, j]),
-                             diverged_at=int(res["diverged_at"][i, j]),
-                             reached=bool(np.isfinite(value)), pred_error=float(err[-1]), pred_loss=float(loss[-1])))
-            curves[n] = dict(steps=res["steps"], rounds=res["steps"] // tau, pred_error=err, pred_loss=loss)
+    rows, curves, mix_index = [], {}, {m: j for j, m in enumerate(mixes)}
+    for n, c in enumerate(cells(g)):          # the rows in cell order: one definition of the order
+        res = preds[tuple(c[a] for a in CELL_ORDER[:4])]
+        i, j = g["lr_factor"].index(c["lr_factor"]), mix_index[c["topology"], c["rule"]]
+        err, loss = res["error"][i, j], res["loss"][i, j]
+        value = objective_value(err, loss, res["steps"], c["local_steps"], objective, target)
+        tl = res["train_loss"][i, j]
+        stable = bool(not res["diverged"][i, j] and np.isfinite(tl) and tl <= res["train_loss0"])
+        rows.append(dict(**{a: c[a] for a in AXES}, lr=float(res["lr"][i, j]), lr_reference=float(res["lr_reference"][j]),
+                         predicted=float(value), stable=stable, diverged=bool(res["diverged"][i, j]),
+                         diverged_at=int(res["diverged_at"][i, j]),
+                         reached=bool(np.isfinite(value)), pred_error=float(err[-1]), pred_loss=float(loss[-1])))
+        curves[n] = dict(steps=res["steps"], rounds=res["steps"] // c["local_steps"], pred_error=err, pred_loss=loss)
     table = pd.DataFrame(rows)
     unreached = int((table["stable"] & ~table["reached"]).sum())
     if unreached and objective == "rounds":
@@ -448,7 +455,8 @@ def tune(problem: dict | None = None, grid: dict | None = None, *, budget: int =
         cell = {k: (v.item() if hasattr(v, "item") else v) for k, v in table.loc[n, list(AXES)].to_dict().items()}
         steps, lr = curves[n]["steps"], float(table.loc[n, "lr"])
         params = dict(problem=prob, cell=cell, lr=lr, steps=steps.tolist(), train_dtype=train_dtype)
-        act = results.cached("tune-train", params, lambda: _train_cell(widths, cell, lr, steps, train_dtype),
+        W = mixes[cell["topology"], cell["rule"]]
+        act = results.cached("tune-train", params, lambda: _train_cell(widths, cell, W, lr, steps, train_dtype),
                              folder=folder)
         t_train += float(act["seconds_train"])
         value = objective_value(act["error"], act["loss"], steps, int(cell["local_steps"]), objective, target)
