@@ -14,6 +14,15 @@ beforehand). Ours: :func:`p2pntk.tuning.tune` of the same problem, kernel includ
   N x N): all of them against training one (target >= 1x: 100 configurations in less time
   than training one).
 
+Scale (issue item 4): a landscape of 12 configurations (DGD and exact diffusion × ring and
+Erdős–Rényi × 3 step factors, 100 iterations, 10 recorded) for Q = 64 agents, with the shared
+(analytic) kernel at N = 4096 (limit 8 GiB) and the output-resolved empirical kernel at N = 2048
+(limit 20 GiB; one (NC)² copy is 3.4 GB), each run in a fresh process whose peak resident memory
+(``ru_maxrss``: the Python, JAX and TensorFlow runtime included) is the number printed, with its
+time. The tuner stores per recorded step only the mean-over-agents test error and loss of each
+configuration (and the training loss at the end), not every agent's outputs, and groups the points
+by agent so that the recursion keeps no second copy of the kernel.
+
 ``fraction_of_peak`` and ``bandwidth_GBps``: the recursion's flop rate
 :math:`2 (NC)^2 L` per iteration over the time of the recursion alone (the tune's time minus
 its kernel), as a fraction of the float64 matmul rate measured in the same run (best of 3
@@ -22,6 +31,10 @@ iteration, one pass for all L configurations).
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -35,6 +48,31 @@ FULL = dict(dataset="fashion_mnist", n_train=1024, n_test=1000, n_agents=8, widt
 QUICK = dict(dataset="digits", n_train=40, n_test=20, n_agents=4, width=64, budget=10, record=2,
              train_dtype="float64")
 TOPOLOGIES = ["ring", "erdos_renyi", "star", "complete"]
+SCALE_GRID = dict(algorithm=["dgd", "exact_diffusion"], topology=["ring", "erdos_renyi"], lr_factor=[0.25, 0.5, 1.0])
+SCALE_FULL = [(dict(dataset="fashion_mnist", n_train=4096, n_test=1000, n_agents=64), "analytic", 1024, 100, 8),
+              (dict(dataset="fashion_mnist", n_train=2048, n_test=200, n_agents=64), "resolved", 1024, 100, 20)]
+SCALE_QUICK = [(dict(dataset="digits", n_train=256, n_test=64, n_agents=16), "analytic", 64, 10, 8),
+               (dict(dataset="digits", n_train=128, n_test=32, n_agents=16), "resolved", 64, 10, 20)]
+_CHILD = """
+import json, resource, sys, tempfile, time
+from p2pntk import tuning
+a = json.loads(sys.argv[1])
+with tempfile.TemporaryDirectory() as folder:
+    t0 = time.perf_counter()
+    r = tuning.tune(a["problem"], a["grid"], budget=a["budget"], record=10, kernel=a["kernel"], folder=folder,
+                    progress=False)
+    seconds = time.perf_counter() - t0
+print(json.dumps(dict(seconds=seconds, kernel_s=r.summary["seconds_kernel"], n_cells=r.summary["n_cells"],
+                      n_stable=r.summary["n_stable"], peak_GiB=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)))
+"""
+
+
+def _scale(problem, kernel, width, budget):
+    """Time and peak resident memory of one tune call in a fresh process."""
+    arg = json.dumps(dict(problem=problem, grid={**SCALE_GRID, "width": [width]}, budget=budget, kernel=kernel))
+    out = subprocess.run([sys.executable, "-c", _CHILD, arg], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _tune(cfg, grid, kernel="resolved"):
@@ -93,4 +131,14 @@ def run(quick: bool) -> list[dict]:
                         target=None if quick else target, n_configs=L, tune_s=t, kernel_s=r.summary["seconds_kernel"],
                         recursion_GFLOPs=gflops, fraction_of_peak=gflops / peak,
                         bandwidth_GBps=8 * n * n * cfg["budget"] / t_rec / 1e9))
+    for problem, kernel, width, budget, limit in (SCALE_QUICK if quick else SCALE_FULL):
+        m = _scale(problem, kernel, width, budget)
+        fits = m["peak_GiB"] <= limit
+        rows.append(row("tune", f"scale: {m['n_cells']} configs, {kernel} kernel; {problem['dataset']} "
+                        f"N={problem['n_train']}, N_test={problem['n_test']}, Q={problem['n_agents']}, width {width}, "
+                        f"{budget} its", np.nan, m["seconds"],
+                        f"peak memory {m['peak_GiB']:.2f} GiB (limit {limit} GiB: {'within' if fits else 'over'}); "
+                        f"{m['seconds']:.3g} s (kernel {m['kernel_s']:.3g} s), {m['n_stable']} of {m['n_cells']} "
+                        "configs stable", peak_GiB=m["peak_GiB"], limit_GiB=limit, fits=bool(fits),
+                        kernel_s=m["kernel_s"], n_configs=m["n_cells"]))
     return rows
