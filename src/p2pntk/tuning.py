@@ -27,7 +27,11 @@ local steps one round is :math:`\tau` iterations). The outputs are recorded at `
 evenly spaced iterations: the recording grid fixes the resolution of ``"rounds"`` (a round
 count is the first recorded one at which the target is met), and each recorded step costs one
 product with the test kernel block for all cells (about as much as a few iterations at the
-book's largest size), so the grid is not every iteration.
+book's largest size), so the grid is not every iteration. Of each recorded step only the
+mean-over-agents test error and loss of every cell are kept (and, at the last step, the
+training loss), never every agent's outputs: memory is the kernel (one copy: the points are
+grouped by agent, :func:`p2pntk.problems.by_agent`) and a few recursion states of
+:math:`Q N C` floats per cell.
 
 A cell is *stable* when its prediction stayed bounded and its final predicted training loss
 (:func:`p2pntk.metrics.mean_loss`, every agent's model on all N training points) is at most its
@@ -399,7 +403,7 @@ def tune(problem: dict | None = None, grid: dict | None = None, *, budget: int =
     # every mixing matrix once; a graph that cannot be built for Q agents stops here, before any kernel
     mixes = {(top, rule): graphs.mixing_matrix(graphs.topology(top, prob["n_agents"], seed=prob["seed"]), rule)
              for top, rule in itertools.product(g["topology"], g["rule"])}
-    groups = list(itertools.product(g["width"], g["algorithm"], g["failure"], g["local_steps"]))
+    groups = list(itertools.product(*(g[a] for a in CELL_ORDER[:4])))    # one recursion each
     preds = {}
     for key in tqdm(groups, desc="closed form", unit="recursion", disable=not progress):
         n_iter = budget * (key[3] if budget_unit == "rounds" else 1)
