@@ -16,7 +16,7 @@ import pytest
 
 import p2pntk
 from p2pntk import data, dynamics, graphs, kernels, problems, training, tuning
-from p2pntk.metrics import error_rate, mse
+from p2pntk.metrics import error_rate, mean_loss, mse
 
 PROBLEM = dict(n_train=40, n_test=30, n_agents=4)
 GRID = dict(algorithm=["dgd", "exact_diffusion"], topology=["ring", "complete"], lr_factor=[0.4, 1.1],
@@ -46,14 +46,14 @@ def test_every_cell_of_the_grid_is_ranked_once(tuned):
 
 
 def test_a_cell_is_the_closed_form_of_its_configuration(tuned):
-    """One cell per (method, failure, local steps): its curves equal linearized_outputs' to 1e-10."""
+    """Every cell (each (method, failure, local steps) group, each step factor × topology in it):
+    its curves equal linearized_outputs' to 1e-10, so no cell reads another cell's column."""
     r, _ = tuned
     p = problems.by_agent(problems.problem("digits", 40, 30, 4, 64, with_kernel=False))   # as tune builds it
     K, Kt = kernels.kernel(p.apply_fn, p.params0, p.x, p.x_test)
     t = r.table.set_index("cell")
-    for (alg, fail, tau), rows in t.groupby(["algorithm", "failure", "local_steps"]):
-        n = rows.index[-1]
-        c = t.loc[n]
+    for n, c in t.iterrows():
+        alg, fail, tau = c["algorithm"], c["failure"], c["local_steps"]
         W = graphs.mixing_matrix(graphs.topology(c["topology"], 4), c["rule"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -63,6 +63,8 @@ def test_a_cell_is_the_closed_form_of_its_configuration(tuned):
         np.testing.assert_allclose(r.curves[n]["pred_loss"], want, rtol=1e-10)
         np.testing.assert_array_equal(r.curves[n]["pred_error"], error_rate(out.test, p.labels_test).mean(axis=-1))
         assert c["predicted"] == pytest.approx(want[-1], rel=1e-10)
+        final, initial = mean_loss(out.train[-1], p.y), mean_loss(out.train[0], p.y)   # stable: training loss fell
+        assert c["stable"] == (not c["diverged"] and final <= initial), n
 
 
 def test_step_sizes_are_fractions_of_the_reference(tuned):
