@@ -17,35 +17,18 @@ import pytest
 
 from p2pntk import cli, paths, pipeline
 
-TINY = """\
----
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-    format_version: 0.13
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
+def tiny_chapter(parameters: str, figure: str, code: str) -> str:
+    """A MyST chapter ``# Tiny``: a parameters cell (``parameters``) and one cell (``code``) of the
+    figure ``fig-tiny`` (``figure``: more lines of its ``mystnb.figure`` options, e.g. a caption)."""
+    fence = "`" * 3
+    return ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+            "    format_version: 0.13\nkernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n"
+            "---\n\n# Tiny\n\n"
+            f"{fence}{{code-cell}} ipython3\n:tags: [parameters]\n\n{parameters}{fence}\n\n"
+            f"{fence}{{code-cell}} ipython3\n---\nmystnb:\n  figure:\n    name: fig-tiny\n{figure}---\n{code}{fence}\n")
 
-# Tiny
 
-```{code-cell} ipython3
-:tags: [parameters]
-
-n = 3
-save = True
-use_jax = False
-```
-
-```{code-cell} ipython3
----
-mystnb:
-  figure:
-    name: fig-tiny
----
+TINY = tiny_chapter("n = 3\nsave = True\nuse_jax = False\n", "", """\
 from p2pntk.paths import figures_dir
 
 if use_jax:
@@ -56,8 +39,7 @@ if save:  # written before the check below: a failed run must not replace the go
 if n <= 0:
     raise ValueError(f"parameter 'n' must be positive, got {n}")
 print("n is", n)
-```
-"""
+""")
 
 HOLDER = textwrap.dedent("""
     import sys, time

@@ -18,9 +18,9 @@ import scipy.integrate
 import scipy.linalg
 
 import p2pntk
-from p2pntk import algorithms, dynamics, geometry, graphs, kernels, stability, training
+from p2pntk import algorithms, dynamics, geometry, graphs, stability, training
 
-from test_dynamics import rel, setup
+from test_dynamics import linearised_setup, rel
 
 RTOL = 1e-9
 
@@ -37,11 +37,7 @@ W3 = np.array([[0.5, 0.3, 0.2], [0.4, 0.4, 0.2], [0.1, 0.3, 0.6]])
 
 @pytest.fixture(scope="module")
 def prob():
-    p = setup()
-    p["K"] = np.asarray(kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x"]))
-    p["K_test"] = np.asarray(kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x_test"], p["x"]))
-    p["f0"], p["f0_test"] = np.asarray(p["apply_fn"](p["params0"], p["x"])), np.asarray(p["apply_fn"](p["params0"], p["x_test"]))
-    p["lin"] = kernels.linearize(p["apply_fn"], p["params0"])
+    p = linearised_setup()
     p["W"] = circulant(4, 0.4, 0.45, 0.15)
     return p
 

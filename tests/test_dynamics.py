@@ -40,6 +40,17 @@ def setup(n_out=3, width=64, owner=(0, 0, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3), s
     return dict(owner=owner, x=x, x_test=x_test, y=y, apply_fn=apply_fn, params0=params0, kernel_fn=kernel_fn)
 
 
+def linearised_setup(**options):
+    """:func:`setup` with the empirical kernels K, K_test, the initial outputs f0, f0_test and the
+    linearised network ``lin`` of the initial point (the problem of the method tests)."""
+    p = setup(**options)
+    p["K"] = np.asarray(kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x"]))
+    p["K_test"] = np.asarray(kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x_test"], p["x"]))
+    p["f0"], p["f0_test"] = np.asarray(p["apply_fn"](p["params0"], p["x"])), np.asarray(p["apply_fn"](p["params0"], p["x_test"]))
+    p["lin"] = kernels.linearize(p["apply_fn"], p["params0"])
+    return p
+
+
 @pytest.fixture(scope="module")
 def prob():
     return setup()

@@ -11,9 +11,9 @@ import warnings
 import numpy as np
 import pytest
 
-from p2pntk import algorithms, dynamics, graphs, kernels, stability, training
+from p2pntk import algorithms, dynamics, graphs, stability, training
 
-from test_dynamics import rel, setup
+from test_dynamics import linearised_setup, rel
 
 RTOL = 1e-9
 STEPS = [0, 1, 2, 9, 40]
@@ -21,11 +21,7 @@ STEPS = [0, 1, 2, 9, 40]
 
 @pytest.fixture(scope="module")
 def prob():
-    p = setup()
-    p["K"] = np.asarray(kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x"]))
-    p["K_test"] = np.asarray(kernels.empirical_ntk(p["apply_fn"], p["params0"], p["x_test"], p["x"]))
-    p["f0"], p["f0_test"] = np.asarray(p["apply_fn"](p["params0"], p["x"])), np.asarray(p["apply_fn"](p["params0"], p["x_test"]))
-    p["lin"] = kernels.linearize(p["apply_fn"], p["params0"])
+    p = linearised_setup()
     p["W"] = graphs.mixing_matrix(graphs.topology("ring", 4))
     p["crit"] = {a: stability.critical_step_size(a, p["W"], p["K"], p["owner"]) for a in algorithms.ALGORITHMS}
     return p

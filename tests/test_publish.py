@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_build_pipeline import tiny_chapter
 
 from p2pntk import pipeline
 
@@ -201,29 +202,7 @@ def launch_links(page: Path) -> dict:
             for kind, host in (("binder", "mybinder.org"), ("colab", "colab.research.google.com"))}
 
 
-CHAPTER = """\
----
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-# Tiny
-
-```{code-cell} ipython3
-:tags: [parameters]
-
-n = 3
-```
-
-```{code-cell} ipython3
----
-mystnb:
-  figure:
-    name: fig-tiny
-    caption: A line, a scatter, bars and a band.
----
+CHAPTER = tiny_chapter("n = 3\n", "    caption: A line, a scatter, bars and a band.\n", """\
 import matplotlib.pyplot as plt
 from p2pntk import plotting
 
@@ -234,8 +213,7 @@ ax.bar([0, 1], [1, 2], alpha=0.3, label="bars")
 ax.fill_between([0, 1, 2], [0, 0, 0], [1, 2, 1], alpha=0.2, label="band")
 plotting.save(fig, "fig-tiny")
 plt.show()
-```
-"""
+""")
 
 
 @pytest.fixture
