@@ -100,3 +100,12 @@ def test_main_prints_the_table_and_saves_json_with_machine_info(tmp_path, capsys
     saved = json.loads(out.read_text())
     assert saved["quick"] is True and saved["rows"][0]["benchmark"] == "nt"
     assert {"cores", "numpy", "jax", "date"} <= set(saved["machine"])
+
+
+def test_tune_scale_rows_measure_time_and_memory(rows):
+    """The tuner's scale rows: 12 configurations each, a positive peak memory within its limit."""
+    scale = [r for r in rows if r["benchmark"] == "tune" and r["case"].startswith("scale")]
+    assert len(scale) == 2 and {r["case"].split(" kernel")[0].split(", ")[-1] for r in scale} == {"analytic", "resolved"}
+    for r in scale:
+        assert r["n_configs"] == 12 and r["ours_s"] > 0 and r["kernel_s"] > 0, r
+        assert 0 < r["peak_GiB"] < r["limit_GiB"] and r["fits"], r

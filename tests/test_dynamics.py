@@ -414,7 +414,8 @@ def test_points_grouped_by_agent_give_the_same_outputs_with_one_kernel_copy(reso
     q = problems.by_agent(p)
     assert np.all(np.diff(q.owner) >= 0) and not np.all(np.diff(p.owner) >= 0)
     W = graphs.mixing_matrix(graphs.topology("ring", 4))
-    run = lambda r: dynamics.linearized_outputs("atc", W, r.K, r.owner, r.f0, r.y, 0.5, [0, 7, 30],
+    lr = 0.5 * stability.step_size_bound("atc", W, p.K, p.owner)       # the same for both orders
+    run = lambda r: dynamics.linearized_outputs("atc", W, r.K, r.owner, r.f0, r.y, lr, [0, 7, 30],
                                                 K_test=r.K_test, f0_test=r.f0_test)
     a, b = run(p), run(q)
     assert rel(b.test, a.test) <= 1e-12
