@@ -311,7 +311,7 @@ def _predict_group(widths, key, mixes, lr_factors, n_iter, record, step_referenc
                                       record=_summaries(pb, int(steps[-1])))
     err, loss, train = r.recorded
     return dict(steps=steps, lr=lrs, lr_reference=ref, error=err, loss=loss, train_loss=train[:, :, -1],
-                train_loss0=np.asarray(mse(pb.f0, pb.y)), diverged=r.diverged, diverged_at=r.diverged_at,
+                train_loss0=np.asarray(mean_loss(pb.f0[None], pb.y)), diverged=r.diverged, diverged_at=r.diverged_at,
                 seconds_predict=np.asarray(time.perf_counter() - t0),
                 seconds_kernel=np.asarray(widths.seconds.pop(width, 0.0)))
 
