@@ -23,11 +23,18 @@ time. The tuner stores per recorded step only the mean-over-agents test error an
 configuration (and the training loss at the end), not every agent's outputs, and groups the points
 by agent so that the recursion keeps no second copy of the kernel.
 
+``kernel_fraction_of_peak``: the kernel's flop rate, :math:`2 (N + N_{\rm test}) N C^2 n` for the
+hidden layer of width n (the output-resolved :func:`p2pntk.kernels.structured_ntk`, train and test
+blocks; :math:`C` in place of :math:`C^2` for the shared kernel; the read-out layer's term is C/n of it), over its time, as a fraction of the same peak.
+
 ``fraction_of_peak`` and ``bandwidth_GBps``: the recursion's flop rate
 :math:`2 (NC)^2 L` per iteration over the time of the recursion alone (the tune's time minus
 its kernel), as a fraction of the float64 matmul rate measured in the same run (best of 3
 square products of size 2000), and the kernel bytes read per second (:math:`8 (NC)^2` per
-iteration, one pass for all L configurations).
+iteration, one pass for all L configurations). ``bare_product_GFLOPs``: the rate of the
+recursion's product alone, a random (n × n) by (n × L) float64 product (columns L·C for the
+shared kernel), timed like the peak: the ceiling of the recursion, low for few columns (the
+product of a matrix by a few vectors streams the matrix from memory for few flops per byte).
 """
 from __future__ import annotations
 
@@ -122,14 +129,22 @@ def run(quick: bool) -> list[dict]:
         cols = L if kernel == "resolved" else L * C
         t_rec = max(r.summary["seconds_predict"] - r.summary["seconds_kernel"], 1e-9)
         gflops = 2 * n * n * cols * cfg["budget"] / t_rec / 1e9
+        kflops = 2 * (N + cfg["n_test"]) * N * (C * C if kernel == "resolved" else C) * cfg["width"] \
+            / r.summary["seconds_kernel"] / 1e9
+        Kr, Ar = rng.standard_normal((n, n)), rng.standard_normal((n, cols))
+        bare = 2 * n * n * cols / seconds(lambda: Kr @ Ar, 3)[0] / 1e9   # the recursion's product alone
+        del Kr, Ar
         ours = t / L if per else t
         rows.append(row("tune", f"{name}; {case}", t_train, ours,
-                        f"tune {t:.3g} s for {L} configs (kernel {r.summary['seconds_kernel']:.3g} s); training one "
+                        f"tune {t:.3g} s for {L} configs (kernel {r.summary['seconds_kernel']:.3g} s, {kflops:.3g} "
+                        f"GFLOP/s = {kflops / peak:.1%} of peak); training one "
                         f"config {t_train:.3g} s; recursion {gflops:.3g} GFLOP/s = {gflops / peak:.1%} of the "
-                        f"{peak:.3g} GFLOP/s matmul peak, {8 * n * n * cfg['budget'] / t_rec / 1e9:.3g} GB/s of kernel "
+                        f"{peak:.3g} GFLOP/s matmul peak (a bare ({n}x{n})·({n}x{cols}) product, the recursion's one per "
+                        f"iteration: {bare:.3g} GFLOP/s), {8 * n * n * cfg['budget'] / t_rec / 1e9:.3g} GB/s of kernel "
                         f"read; issue target >= {target:g}x" + (" per config" if per else ""),
                         target=None if quick else target, n_configs=L, tune_s=t, kernel_s=r.summary["seconds_kernel"],
                         recursion_GFLOPs=gflops, fraction_of_peak=gflops / peak,
+                        kernel_GFLOPs=kflops, kernel_fraction_of_peak=kflops / peak, bare_product_GFLOPs=bare,
                         bandwidth_GBps=8 * n * n * cfg["budget"] / t_rec / 1e9))
     for problem, kernel, width, budget, limit in (SCALE_QUICK if quick else SCALE_FULL):
         m = _scale(problem, kernel, width, budget)
