@@ -6,9 +6,10 @@ size (float32 at the ``paper`` size, float64 for the quick case), timed compiled
 beforehand). Ours: :func:`p2pntk.tuning.tune` of the same problem, kernel included, no cache
 (a fresh folder), for
 
-- a landscape of L = 24 configurations (6 step factors x 4 topologies), output-resolved
-  empirical kernel: time per configuration against training one (issue target >= 50x; the flop
-  limit is :math:`3P/(NC^2)` per configuration);
+- landscapes of L = 24 and L = 96 configurations (6 and 24 step factors x 4 topologies),
+  output-resolved empirical kernel: time per configuration against training one (issue target
+  >= 50x; the flop limit is :math:`3P/(NC^2)` per configuration; the larger landscape shares
+  the kernel among more configurations and multiplies it by more columns per pass);
 - a single configuration, output-resolved (target >= 5x);
 - 100 configurations (25 step factors x 4 topologies) with the shared kernel (output-traced,
   N x N): all of them against training one (target >= 1x: 100 configurations in less time
@@ -120,6 +121,8 @@ def run(quick: bool) -> list[dict]:
     for name, grid, kernel, target, per in (
             ("landscape 24 configs, resolved kernel, per config", dict(topology=TOPOLOGIES,
              lr_factor=[0.1, 0.25, 0.5, 0.75, 0.95, 1.2]), "resolved", 50.0, True),
+            ("landscape 96 configs, resolved kernel, per config", dict(topology=TOPOLOGIES,
+             lr_factor=list(np.round(np.linspace(0.05, 1.2, 24), 3))), "resolved", 50.0, True),
             ("single config, resolved kernel", dict(lr_factor=[0.5]), "resolved", 5.0, False),
             ("100 configs, shared kernel, all together", dict(topology=TOPOLOGIES,
              lr_factor=list(np.round(np.linspace(0.04, 1.0, 25), 2))), "shared", 1.0, False)):
