@@ -26,7 +26,8 @@ by agent so that the recursion keeps no second copy of the kernel.
 
 ``kernel_fraction_of_peak``: the kernel's flop rate, :math:`2 (N + N_{\rm test}) N C^2 n` for the
 hidden layer of width n (the output-resolved :func:`p2pntk.kernels.structured_ntk`, train and test
-blocks; :math:`C` in place of :math:`C^2` for the shared kernel; the read-out layer's term is C/n of it), over its time, as a fraction of the same peak.
+blocks; :math:`C` in place of :math:`C^2` for the shared kernel; the read-out layer's term is
+C/n of it), over its time, as a fraction of the same peak.
 
 ``fraction_of_peak`` and ``bandwidth_GBps``: the recursion's flop rate
 :math:`2 (NC)^2 L` per iteration over the time of the recursion alone (the tune's time minus
