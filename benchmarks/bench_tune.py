@@ -138,18 +138,19 @@ def run(quick: bool) -> list[dict]:
         Kr, Ar = rng.standard_normal((n, n)), rng.standard_normal((n, cols))
         bare = 2 * n * n * cols / seconds(lambda: Kr @ Ar, 3)[0] / 1e9   # the recursion's product alone
         del Kr, Ar
+        bandwidth = 8 * n * n * cfg["budget"] / t_rec / 1e9
         ours = t / L if per else t
         rows.append(row("tune", f"{name}; {case}", t_train, ours,
                         f"tune {t:.3g} s for {L} configs (kernel {r.summary['seconds_kernel']:.3g} s, {kflops:.3g} "
                         f"GFLOP/s = {kflops / peak:.1%} of peak); training one "
                         f"config {t_train:.3g} s; recursion {gflops:.3g} GFLOP/s = {gflops / peak:.1%} of the "
                         f"{peak:.3g} GFLOP/s matmul peak (a bare ({n}x{n})·({n}x{cols}) product, the recursion's one per "
-                        f"iteration: {bare:.3g} GFLOP/s), {8 * n * n * cfg['budget'] / t_rec / 1e9:.3g} GB/s of kernel "
+                        f"iteration: {bare:.3g} GFLOP/s), {bandwidth:.3g} GB/s of kernel "
                         f"read; issue target >= {target:g}x" + (" per config" if per else ""),
                         target=None if quick else target, n_configs=L, tune_s=t, kernel_s=r.summary["seconds_kernel"],
                         recursion_GFLOPs=gflops, fraction_of_peak=gflops / peak,
                         kernel_GFLOPs=kflops, kernel_fraction_of_peak=kflops / peak, bare_product_GFLOPs=bare,
-                        bandwidth_GBps=8 * n * n * cfg["budget"] / t_rec / 1e9))
+                        bandwidth_GBps=bandwidth))
     for problem, kernel, width, budget, limit in (SCALE_QUICK if quick else SCALE_FULL):
         m = _scale(problem, kernel, width, budget)
         fits = m["peak_GiB"] <= limit
