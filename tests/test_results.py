@@ -43,6 +43,37 @@ def test_cache_hit_miss_and_corrupt_file_recomputed(tmp_path):
     results.load(path)  # rewritten intact
 
 
+def test_store_is_read_when_the_build_folder_lacks_a_result(tmp_path, monkeypatch):
+    """A result kept in the repository's store (``data/results``) is used instead of
+    recomputing it; the store is never written; a corrupt stored file is recomputed into
+    the build folder; ``P2PNTK_STORE=`` turns the store off."""
+    store, build = tmp_path / "store", tmp_path / "build"
+    monkeypatch.setenv("P2PNTK_BUILD", str(build))
+    monkeypatch.setenv("P2PNTK_STORE", str(store))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"v": np.full(3, float(len(calls))), "seconds_x": np.asarray(0.5)}
+
+    results.cached("demo", {"n": 1}, compute)
+    (made,) = (build / "results").glob("demo-*.npz")
+    store.mkdir()
+    made.rename(store / made.name)                      # kept in the store, gone from the build
+    made.with_suffix(".timings.json").rename(store / made.with_suffix(".timings.json").name)
+    r = results.cached("demo", {"n": 1}, compute)
+    assert len(calls) == 1 and r["v"][0] == 1 and float(r["seconds_x"]) == 0.5
+    assert not list((build / "results").glob("demo-*.npz"))   # read in place, nothing copied
+    monkeypatch.setenv("P2PNTK_STORE", "")                     # no store: recomputed
+    assert results.cached("demo", {"n": 1}, compute)["v"][0] == 2
+    monkeypatch.setenv("P2PNTK_STORE", str(store))
+    (build / "results" / made.name).unlink()
+    (store / made.name).write_bytes(b"not a zip file")
+    with pytest.warns(RuntimeWarning, match="is corrupt"):
+        assert results.cached("demo", {"n": 1}, compute)["v"][0] == 3
+    assert (store / made.name).read_bytes() == b"not a zip file" and (build / "results" / made.name).is_file()
+
+
 def test_key_depends_on_code(monkeypatch):
     k1 = results.key("x", {"a": 1})
     edited = {**results.SOURCES, "graphs.py": results.SOURCES["graphs.py"] + b"\n# edited\n"}

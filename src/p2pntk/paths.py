@@ -7,7 +7,8 @@ editable install, ``pip install -e``: ``src/p2pntk`` two levels below a folder h
 variable ``P2PNTK_ROOT`` overrides both.
 Everything generated goes under ``<root>/_build`` (git-ignored; ``P2PNTK_BUILD``
 overrides): executed notebooks (:func:`stage_dir`), figures, results. The HTML
-book is always ``<root>/_build/html``.
+book is always ``<root>/_build/html``. Results computed once and kept in the
+repository (the long ``paper`` runs) are read from :func:`results_store`.
 
 Generated files are written with :func:`atomic_write`: a reader (or a build
 interrupted mid-write) sees the old file or the new one, never a partial one.
@@ -49,6 +50,18 @@ def build_dir() -> Path:
     if os.environ.get("P2PNTK_BUILD"):
         return Path(os.environ["P2PNTK_BUILD"]).resolve()
     return project_root() / "_build"
+
+
+def results_store() -> Path | None:
+    """Results kept in the repository: ``<root>/data/results``, or ``$P2PNTK_STORE`` if set
+    (set and empty: no store, every result is computed or read from the build folder).
+
+    :func:`p2pntk.results.cached` reads a result from here when the build folder lacks it and
+    the file's key (parameters and code) matches; it never writes here.
+    """
+    if "P2PNTK_STORE" in os.environ:
+        return Path(os.environ["P2PNTK_STORE"]).resolve() if os.environ["P2PNTK_STORE"] else None
+    return project_root() / "data" / "results"
 
 
 def stage_dir() -> Path:

@@ -19,6 +19,13 @@ The sources are read once, when this module is imported (:data:`SOURCES`), so a
 long run keys its results by the code it imported, not by files edited since.
 (The executed chapters are keyed by every module, see :mod:`p2pntk.pipeline`.)
 
+A result missing from the build folder is also looked up, read-only, in the
+repository's store ``data/results`` (:func:`p2pntk.paths.results_store`): the
+``paper`` profile's long runs (hours on two cores) are committed there once
+computed, so a fresh clone rebuilds that profile from them, and a run cut short
+resumes from the configurations kept. The same key rule applies: a stored file
+made by other code or other parameters is never read.
+
 Files are written atomically (:func:`p2pntk.paths.atomic_write`) and
 byte-for-byte deterministically (fixed zip time stamps), so an interrupted run
 leaves the old file or the new one, and a rerun with the same parameters gives
@@ -39,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .paths import atomic_write, build_dir
+from .paths import atomic_write, build_dir, results_store
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -175,6 +182,28 @@ def load(path) -> tuple[dict, dict]:
     return arrays, params
 
 
+def _read(path: Path, params: dict, verbose: bool) -> dict | None:
+    """The arrays of results file ``path`` (with its timings) if it is there, intact and made
+    with ``params``; else None (a corrupt file is reported when ``verbose``)."""
+    if not path.is_file():
+        return None
+    try:
+        arrays, stored = load(path)
+    except ValueError as err:
+        if verbose:
+            warnings.warn(f"{err}: recomputing it (a corrupt file is never used)", RuntimeWarning, stacklevel=3)
+        return None
+    if stored != json.loads(json.dumps(params, sort_keys=True, default=str)):
+        return None
+    side = path.with_suffix(".timings.json")
+    if side.is_file():
+        try:
+            arrays.update({k: np.asarray(v) for k, v in json.loads(side.read_text()).items()})
+        except ValueError:
+            pass  # timings are informative only
+    return arrays
+
+
 def cached(name: str, params: dict, compute, *, folder=None, verbose: bool = True) -> dict:
     """Return ``compute()`` for ``params``, from ``<folder>/<name>-<key>.npz`` if it is there and intact.
 
@@ -183,27 +212,20 @@ def cached(name: str, params: dict, compute, *, folder=None, verbose: bool = Tru
         params: JSON-serialisable parameters (everything that changes the result).
         compute: function returning a dict of arrays; the code of its module and of what that
             module imports is part of the key (:func:`key`).
-        folder: defaults to ``<build>/results`` (:func:`p2pntk.paths.build_dir`).
+        folder: defaults to ``<build>/results`` (:func:`p2pntk.paths.build_dir`); then a file
+            missing there is also looked up (read-only) in the repository's store
+            (:func:`p2pntk.paths.results_store`), where the long ``paper`` runs are kept.
         verbose: warn (``RuntimeWarning``) when a corrupt file is found and recomputed.
     """
+    store = None if folder else results_store()
     folder = Path(folder) if folder else build_dir() / "results"
     owner = getattr(compute, "__module__", None) or ""
     module = owner.split(".", 1)[1] if owner.startswith("p2pntk.") else None
     path = folder / f"{name}-{key(name, params, module=module)}.npz"
-    if path.is_file():
-        try:
-            arrays, stored = load(path)
-            if stored == json.loads(json.dumps(params, sort_keys=True, default=str)):
-                side = path.with_suffix(".timings.json")
-                if side.is_file():
-                    try:
-                        arrays.update({k: np.asarray(v) for k, v in json.loads(side.read_text()).items()})
-                    except ValueError:
-                        pass  # timings are informative only
-                return arrays
-        except ValueError as err:
-            if verbose:
-                warnings.warn(f"{err}: recomputing it (a corrupt file is never used)", RuntimeWarning, stacklevel=2)
+    for candidate in (path, *([store / path.name] if store else [])):
+        arrays = _read(candidate, params, verbose)
+        if arrays is not None:
+            return arrays
     arrays = {k: np.asarray(v) for k, v in compute().items()}
     timings = {k: v.tolist() for k, v in arrays.items() if k.startswith("seconds_")}
     save(path, {k: v for k, v in arrays.items() if k not in timings}, params)
