@@ -3,6 +3,7 @@
 #   make test                      set up .venv if needed, run the test suite
 #   make browser-test              open every page of the built book in headless Chromium
 #   make bench                     run the benchmark suite (benchmarks/run.py), table + _build/benchmarks/benchmarks.json
+#   make keep-results              after a paper build: keep its trained configurations in data/results (to commit)
 PYTHON  ?= python3.11
 VENV    ?= .venv
 PROFILE ?= ci
@@ -23,7 +24,7 @@ MATHJAX         := _vendor/mathjax
 MATHJAX_UNUSED  := tex-chtml-full.js tex-chtml-full-speech.js tex-svg.js tex-svg-full.js \
                    tex-mml-svg.js mml-chtml.js mml-svg.js node-main.js
 
-.PHONY: book test setup clean fashion-mnist mathjax browser-test bench
+.PHONY: book test setup clean fashion-mnist mathjax browser-test bench keep-results
 
 setup: $(VENV)/.installed
 
@@ -67,6 +68,12 @@ browser-test: setup
 	test -x $(CHROMIUM) || \
 	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 	P2PNTK_BROWSER_TEST=1 P2PNTK_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest tests/browser
+
+# The long results of a build (the paper profile's trained configurations, hours on 2 cores)
+# copied to the repository's read-only store data/results, which p2pntk.results.cached reads
+# when _build lacks a file (same key rule: only a file made by the same code and parameters).
+keep-results: setup
+	$(BIN)/python -m p2pntk.pipeline --keep-results
 
 clean:
 	rm -rf _build

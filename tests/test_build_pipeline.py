@@ -106,6 +106,41 @@ def test_atomic_write_bytes_text_and_error(tmp_path, monkeypatch):
     assert [p.name for p in target.parent.iterdir()] == ["f.txt"]  # temporary file removed
 
 
+def test_keep_results_copies_only_long_results_and_builds_read_them(tmp_path, monkeypatch):
+    """``--keep-results`` copies a result that took >= KEEP_SECONDS to the store (a quick one,
+    as the ci profile's, stays out: CI must compute it), never overwrites, and a build on a
+    fresh machine (empty build folder) then reads the kept one instead of computing it."""
+    import numpy as np
+
+    from p2pntk import results
+
+    build, store = tmp_path / "build", tmp_path / "store"
+    monkeypatch.setenv("P2PNTK_BUILD", str(build))
+    monkeypatch.setenv("P2PNTK_STORE", str(store))
+    calls = []
+
+    def compute(seconds):
+        def run():
+            calls.append(seconds)
+            return {"v": np.arange(3.0), "seconds_train": np.asarray([seconds / 2, seconds / 2])}
+        return run
+
+    results.cached("demo", {"long": True}, compute(pipeline.KEEP_SECONDS))
+    results.cached("demo", {"long": False}, compute(pipeline.KEEP_SECONDS - 1))
+    kept = pipeline.keep_results()
+    assert len(kept) == 1 and results.load(kept[0])[1] == {"long": True}
+    assert kept[0].with_suffix(".timings.json").is_file()
+    assert pipeline.keep_results() == []                       # already kept: nothing copied again
+    for f in (build / "results").iterdir():
+        f.unlink()                                             # a fresh machine
+    results.cached("demo", {"long": True}, compute(0.0))
+    assert len(calls) == 2                                     # read from the store
+    results.cached("demo", {"long": False}, compute(0.0))
+    assert len(calls) == 3                                     # not kept: computed again
+    pipeline.main(["--keep-results"])                          # the command line: same rule
+    assert sorted(f.name for f in store.glob("*.npz")) == [kept[0].name]
+
+
 def test_stage_dir_follows_the_build_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("P2PNTK_ROOT", str(tmp_path / "root"))
     monkeypatch.delenv("P2PNTK_BUILD", raising=False)

@@ -73,7 +73,7 @@ from urllib.parse import unquote, urlparse
 
 import yaml
 
-from .paths import atomic_write, build_dir, project_root, stage_dir
+from .paths import atomic_write, build_dir, project_root, results_store, stage_dir
 
 STAGED_FILES = ("_config.yml", "_toc.yml", "references.bib")
 VENDOR = "_vendor"  # third-party static files fetched at set-up time (git-ignored)
@@ -753,6 +753,46 @@ def stage_site(root: Path, stage: Path, profile: str, chapters: dict, fig_dir: P
     return config
 
 
+#: Results that took at least this long to compute (seconds, the sum of their ``seconds_*``
+#: timings) are kept in the repository's store by :func:`keep_results`.
+KEEP_SECONDS = 120.0
+
+
+def keep_results(source: Path | None = None, store: Path | None = None,
+                 min_seconds: float = KEEP_SECONDS) -> list[Path]:
+    """Copy the long results of a build into the repository's store, to be committed.
+
+    Every results file ``<source>/*.npz`` (default ``<build>/results``) whose timings
+    (``<file>.timings.json``, the ``seconds_*`` arrays) add up to at least ``min_seconds``
+    is copied with its timings to ``store`` (default :func:`p2pntk.paths.results_store`,
+    ``data/results``) unless a file of that name is there already (the bytes are
+    deterministic). :func:`p2pntk.results.cached` reads the store when the build folder
+    lacks a file, under the same key rule. Quick results (the ``ci`` profile's, seconds
+    each) are left out on purpose: CI computes them, so its run exercises the code.
+    Returns the files copied.
+    """
+    import numpy as np
+
+    source = Path(source) if source else build_dir() / "results"
+    store = Path(store) if store else results_store()
+    if store is None:
+        raise SystemExit("[pipeline] no results store: P2PNTK_STORE is set and empty")
+    kept = []
+    for path in sorted(source.glob("*.npz")):
+        side = path.with_suffix(".timings.json")
+        try:
+            seconds = sum(float(np.sum(np.asarray(v, float))) for v in json.loads(side.read_text()).values())
+        except (OSError, ValueError):
+            continue  # no timings: not a result of results.cached
+        if seconds < min_seconds or (store / path.name).exists():
+            continue
+        store.mkdir(parents=True, exist_ok=True)
+        for f in (path, side):
+            shutil.copyfile(f, store / f.name)
+        kept.append(store / path.name)
+    return kept
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m p2pntk.pipeline", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="ci", help="parameter profile from book/profiles.yml (default: ci)")
@@ -763,7 +803,15 @@ def main(argv=None) -> None:
     ap.add_argument("--export-notebooks", metavar="DIR", type=Path,
                     help="build nothing: write the executed notebooks to DIR/book/, each with a first cell "
                          "that installs p2pntk on Colab (the repository read from the git remote)")
+    ap.add_argument("--keep-results", action="store_true",
+                    help=f"build nothing: copy the results of <build>/results that took at least {KEEP_SECONDS:.0f} s "
+                         "to compute (the paper profile's trained configurations) to the repository's store "
+                         "data/results, to be committed; later builds read them from there")
     a = ap.parse_args(argv)
+    if a.keep_results:
+        kept = keep_results()
+        print(f"[pipeline] kept {len(kept)} new results file(s) in {results_store()}")
+        return
     if a.export_notebooks:
         repository = github_repository(project_root())
         if not repository:
