@@ -139,6 +139,9 @@ def test_keep_results_copies_only_long_results_and_builds_read_them(tmp_path, mo
     assert len(calls) == 3                                     # not kept: computed again
     pipeline.main(["--keep-results"])                          # the command line: same rule
     assert sorted(f.name for f in store.glob("*.npz")) == [kept[0].name]
+    monkeypatch.setenv("P2PNTK_STORE", "")                     # store turned off: nowhere to keep
+    with pytest.raises(SystemExit, match="P2PNTK_STORE is set and empty"):
+        pipeline.keep_results()
 
 
 def test_stage_dir_follows_the_build_folder(tmp_path, monkeypatch):
